@@ -1,0 +1,242 @@
+"""Reading raw chest CT: a NIfTI / MHD / NRRD file or a DICOM series folder, validated.
+
+MONAI's :class:`~monai.transforms.LoadImage` does the reading (``NibabelReader`` for NIfTI,
+``ITKReader`` for MetaImage / NRRD and DICOM series; ITK/GDCM sorts slices by position, applies
+rescale slope / intercept and decodes JPEG-Lossless). This module adds what a raw-data pipeline
+needs around it: choosing the CT series in a folder that holds several, and refusing inputs that
+would silently produce garbage (2D images, NaN / Inf voxels, missing or absurd spacing, non-CT
+modalities, truncated files), with errors that name the file and the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import ITKReader, MetaTensor, NibabelReader
+from monai.transforms import LoadImage, MapTransform
+
+__all__ = [
+    "CTInputError",
+    "DicomSeries",
+    "list_dicom_series",
+    "select_ct_series",
+    "load_ct",
+    "LoadCTd",
+    "NIFTI_SUFFIXES",
+    "ITK_SUFFIXES",
+    "is_volume_file",
+]
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
+
+#: Voxel sizes outside this range (mm) are treated as corrupt headers.
+SPACING_LIMITS_MM = (0.05, 20.0)
+
+
+class CTInputError(ValueError):
+    """A CT input that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class DicomSeries:
+    """One DICOM series found in a folder."""
+
+    identifier: str  # GDCM series identifier (what ITKReader's ``series_name`` expects)
+    series_uid: str
+    modality: str
+    description: str
+    number: str
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.files)
+
+    def label(self) -> str:
+        return f"series {self.number or '?'} '{self.description}' ({self.modality}, {self.n_slices} files, UID {self.series_uid})"
+
+
+def is_volume_file(path: str | os.PathLike) -> bool:
+    """True for a file name with a NIfTI / MetaImage / NRRD suffix."""
+    name = str(path).lower()
+    return name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES)
+
+
+def _gdcm_series(folder: str) -> dict[str, list[str]]:
+    import itk  # imported lazily: ITK's import takes seconds
+
+    gen = itk.GDCMSeriesFileNames.New()
+    # the same settings as monai.data.ITKReader, so identifiers match its ``series_name``
+    gen.SetUseSeriesDetails(True)
+    gen.AddSeriesRestriction("0008|0021")
+    gen.SetDirectory(folder)
+    return {str(uid): [str(f) for f in gen.GetFileNames(uid)] for uid in gen.GetSeriesUIDs()}
+
+
+def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
+    """All DICOM series directly inside ``folder`` with their modality and file lists."""
+    import pydicom
+
+    folder = str(folder)
+    if not os.path.isdir(folder):
+        raise CTInputError(f"{folder}: not a folder")
+    series = []
+    for ident, files in _gdcm_series(folder).items():
+        try:
+            ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        except Exception as exc:  # pydicom raises several types for corrupt headers
+            raise CTInputError(f"{files[0]}: unreadable DICOM header ({exc})") from exc
+        series.append(
+            DicomSeries(
+                identifier=ident,
+                series_uid=str(getattr(ds, "SeriesInstanceUID", "")),
+                modality=str(getattr(ds, "Modality", "")),
+                description=str(getattr(ds, "SeriesDescription", "")),
+                number=str(getattr(ds, "SeriesNumber", "")),
+                files=files,
+            )
+        )
+    return series
+
+
+def select_ct_series(folder: str | os.PathLike, series: str | None = None) -> DicomSeries:
+    """Choose the CT series to read from a DICOM folder.
+
+    Args:
+        folder: a folder holding the DICOM files of one or more series.
+        series: optional SeriesInstanceUID, SeriesNumber or GDCM identifier to take; by default the
+            CT series with the most slices.
+
+    Raises:
+        CTInputError: no DICOM, no CT series, the named series is absent, or a header lacks spacing.
+    """
+    found = list_dicom_series(folder)
+    if not found:
+        raise CTInputError(f"{folder}: no DICOM image series found")
+    if series is not None:
+        chosen = [s for s in found if series in (s.series_uid, s.number, s.identifier) or s.identifier.startswith(series)]
+        if not chosen:
+            listing = "; ".join(s.label() for s in found)
+            raise CTInputError(f"{folder}: series {series!r} not found (present: {listing})")
+        pick = chosen[0]
+    else:
+        cts = [s for s in found if s.modality.upper() == "CT"]
+        if not cts:
+            mods = sorted({s.modality or "unknown" for s in found})
+            raise CTInputError(f"{folder}: no CT series (modality {', '.join(mods)}); a CT volume is required")
+        pick = max(cts, key=lambda s: s.n_slices)
+    if pick.modality.upper() != "CT":
+        raise CTInputError(f"{folder}: {pick.label()} is not a CT series")
+    if pick.n_slices < 2:
+        raise CTInputError(f"{folder}: {pick.label()} has a single slice; a 3D CT volume is required")
+    if len(found) > 1:
+        logger.info("%s: %d series present, took %s", folder, len(found), pick.label())
+    _check_dicom_geometry(pick)
+    return pick
+
+
+def _check_dicom_geometry(series: DicomSeries) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    for tag in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient"):
+        if tag not in ds:
+            raise CTInputError(f"{series.files[0]}: missing DICOM tag {tag}; cannot place the volume in space")
+
+
+def _reader_for(path: str, series: DicomSeries | None):
+    if series is not None:
+        return ITKReader(series_name=series.identifier)
+    if path.lower().endswith(NIFTI_SUFFIXES):
+        return NibabelReader()
+    return ITKReader()
+
+
+def _validate(img: MetaTensor, source: str, spacing_limits: Sequence[float]) -> None:
+    spatial = img.shape[1:]
+    if len(spatial) != 3 or min(spatial) < 2:
+        raise CTInputError(f"{source}: a 3D CT volume is required, got an image of shape {tuple(spatial)}")
+    spacing = np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise CTInputError(f"{source}: missing or zero voxel spacing {spacing.tolist()} in the header")
+    lo, hi = spacing_limits
+    if np.any(spacing < lo) or np.any(spacing > hi):
+        raise CTInputError(f"{source}: implausible voxel spacing {np.round(spacing, 4).tolist()} mm (expected {lo}..{hi} mm)")
+    arr = img.as_tensor()
+    finite = torch.isfinite(arr)
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        raise CTInputError(f"{source}: {n_bad} NaN/Inf voxels")
+
+
+def load_ct(
+    path: str | os.PathLike,
+    series: str | None = None,
+    spacing_limits: Sequence[float] = SPACING_LIMITS_MM,
+) -> MetaTensor:
+    """Load one CT in HU as a channel-first MetaTensor ``(1, X, Y, Z)`` with a RAS affine.
+
+    Args:
+        path: NIfTI / MHD / NRRD file, or a folder with a DICOM series.
+        series: for a DICOM folder, the series to take (see :func:`select_ct_series`).
+        spacing_limits: plausible voxel sizes in mm.
+
+    The chosen DICOM series is recorded in ``meta["ct_series"]``; the source in ``meta["ct_source"]``.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise CTInputError(f"{path}: no such file or folder")
+    chosen = None
+    if os.path.isdir(path):
+        chosen = select_ct_series(path, series)
+    elif not is_volume_file(path):
+        raise CTInputError(f"{path}: unsupported CT file type (expected a DICOM folder or {NIFTI_SUFFIXES + ITK_SUFFIXES})")
+    loader = LoadImage(reader=_reader_for(path, chosen), image_only=True, ensure_channel_first=True, dtype=np.float32)
+    try:
+        img = loader(path)
+    except CTInputError:
+        raise
+    except Exception as exc:  # readers raise RuntimeError / EOFError / OSError / ValueError on bad files
+        raise CTInputError(f"{path}: cannot read the image ({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
+    if not isinstance(img, MetaTensor):  # pragma: no cover - LoadImage always returns MetaTensor
+        img = MetaTensor(img)
+    _validate(img, path, spacing_limits)
+    img.meta["ct_source"] = path
+    if chosen is not None:
+        img.meta["ct_series"] = chosen.label()
+    return img
+
+
+class LoadCTd(MapTransform):
+    """Dictionary wrapper of :func:`load_ct`: a path in ``data[key]`` becomes the HU volume.
+
+    An optional ``data[series_key]`` names the DICOM series to take (see :func:`select_ct_series`).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "ct",
+        series_key: str = "series",
+        spacing_limits: Sequence[float] = SPACING_LIMITS_MM,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.series_key = series_key
+        self.spacing_limits = tuple(spacing_limits)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            series = d.get(self.series_key)
+            d[key] = load_ct(str(d[key]), series=str(series) if series else None, spacing_limits=self.spacing_limits)
+        return d
+

@@ -1,0 +1,72 @@
+"""Train / validation / test splits.
+
+- ``"x2ct"``: LIDC-IDRI cases. The test set is X2CT-GAN's 102 cases (``x2ct_lists/test.txt``,
+  matched by patient id); the other cases are X2CT's 916 training cases, of which DuoLift-GAN held
+  out 100 for validation (816 / 100). The paper does not list those 100: we take the
+  ``round(n * 100 / 916)`` cases with the smallest seeded hash, i.e. exactly 100 on the full set.
+- ``"seeded"``: any other data. Each case goes to a split by a seeded hash of its id, so a case
+  keeps its split when more cases are prepared later (no leakage across re-runs).
+- ``"auto"``: ``"x2ct"`` when every case id carries a LIDC-IDRI patient id, else ``"seeded"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from importlib import resources
+
+__all__ = ["SPLITS", "lidc_patient_id", "x2ct_test_patients", "assign_splits"]
+
+SPLITS = ("training", "validation", "test")
+_LIDC = re.compile(r"LIDC-IDRI-\d{4}")
+X2CT_TRAIN_SIZE = 916
+PAPER_VALIDATION_SIZE = 100
+
+
+def lidc_patient_id(case_id: str) -> str | None:
+    """``"LIDC-IDRI-0256"`` from any case id or path containing it, else None."""
+    m = _LIDC.search(case_id)
+    return m.group(0) if m else None
+
+
+@lru_cache(maxsize=1)
+def x2ct_test_patients() -> frozenset[str]:
+    """Patient ids of X2CT-GAN's 102 LIDC-IDRI test cases."""
+    text = resources.files("duolift_bundle.data").joinpath("x2ct_lists/test.txt").read_text()
+    return frozenset(pid for line in text.split() if (pid := lidc_patient_id(line)))
+
+
+def _unit_hash(case_id: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{case_id}".encode()).hexdigest()
+    return int(digest[:12], 16) / float(16**12)
+
+
+def assign_splits(
+    case_ids: Iterable[str],
+    scheme: str = "auto",
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> dict[str, str]:
+    """Map each case id to ``"training"``, ``"validation"`` or ``"test"`` (see module docstring)."""
+    ids = sorted(set(case_ids))
+    if scheme == "auto":
+        scheme = "x2ct" if ids and all(lidc_patient_id(c) for c in ids) else "seeded"
+    if scheme == "x2ct":
+        test = x2ct_test_patients()
+        out = {c: "test" for c in ids if lidc_patient_id(c) in test}
+        pool = sorted((c for c in ids if c not in out), key=lambda c: _unit_hash(c, seed))
+        n_val = round(len(pool) * PAPER_VALIDATION_SIZE / X2CT_TRAIN_SIZE)
+        out.update({c: ("validation" if i < n_val else "training") for i, c in enumerate(pool)})
+        return out
+    if scheme != "seeded":
+        raise ValueError(f"split scheme must be 'auto', 'x2ct' or 'seeded', got {scheme!r}")
+    f_train, f_val, f_test = (float(f) for f in fractions)
+    if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {tuple(fractions)}")
+    out = {}
+    for c in ids:
+        h = _unit_hash(c, seed)
+        out[c] = "training" if h < f_train else ("validation" if h < f_train + f_val else "test")
+    return out

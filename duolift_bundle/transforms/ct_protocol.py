@@ -1,0 +1,97 @@
+"""The 128^3 CT protocol as a MONAI ``Compose`` (X2CT-GAN's preprocessing, made explicit).
+
+Steps, for the CT key (and, with nearest-neighbour interpolation, for any label keys):
+
+1. HU below -1024 (scanner padding such as -2048 or -3024) becomes -1024 (air).
+2. HU window [-1024, 1476] mapped linearly to [0, 1] and clipped (X2CT's CT_MIN_MAX 0..2500
+   on HU + 1024). Windowing before the spatial steps makes the padding value 0 = air.
+3. Orientation to the bundle's axis convention (MONAI axcodes ``"IPL"``: D superior ->
+   inferior, H anterior -> posterior, W patient right -> left).
+4. Resampling to ``spacing`` mm isotropic (1 mm).
+5. Crop / pad to ``crop_size``^3 (320): in-plane centred; along z, ``z_anchor="superior"``
+   keeps the top ``crop_size`` mm when the scan is longer (the lung apices are kept, as X2CT's
+   ``crop_to_standard`` kept the last - most superior - slices) and pads symmetrically when it is
+   shorter; ``z_anchor="center"`` centres along z too.
+6. Resize to ``size``^3 (128, i.e. 2.5 mm voxels), trilinear (X2CT: "linearly interpolated").
+
+The affine is tracked by MONAI through every step, so a saved volume lands at the right place in
+world space beside its source CT. ``lazy=True`` uses MONAI's lazy resampling: steps 3-6 are fused
+into one interpolation (about 8x faster, values within a few HU of the two-step result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    Orientationd,
+    ResizeWithPadOrCropd,
+    Resized,
+    ScaleIntensityRanged,
+    SpatialCropd,
+    Spacingd,
+    ThresholdIntensityd,
+)
+
+from duolift_bundle.constants import AIR_HU, AXIS_LABELS, HU_MAX, HU_MIN, VOLUME_AXCODES
+
+__all__ = ["ct_protocol", "Z_ANCHORS"]
+
+Z_ANCHORS = ("superior", "center")
+
+
+def ct_protocol(
+    keys: Sequence[str] | str = ("ct",),
+    label_keys: Sequence[str] | str = (),
+    spacing: float = 1.0,
+    crop_size: int = 320,
+    size: int = 128,
+    hu_window: Sequence[float] = (HU_MIN, HU_MAX),
+    z_anchor: str = "superior",
+    lazy: bool = False,
+) -> Compose:
+    """Build the protocol Compose (see the module docstring).
+
+    Args:
+        keys: image keys holding HU volumes ``(1, X, Y, Z)`` with an affine (MetaTensor).
+        label_keys: label volumes resampled with nearest neighbour alongside.
+        spacing: isotropic resampling step in mm.
+        crop_size: cube side in voxels after resampling.
+        size: final cube side in voxels.
+        hu_window: ``(hu_min, hu_max)`` mapped to [0, 1].
+        z_anchor: ``"superior"`` or ``"center"`` (see step 5).
+        lazy: fuse the spatial steps with MONAI lazy resampling.
+
+    Returns:
+        A Compose mapping the HU volumes to ``(1, size, size, size)`` float32 in [0, 1] (labels:
+        same shape, values preserved).
+    """
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    label_keys = [label_keys] if isinstance(label_keys, str) else list(label_keys)
+    if z_anchor not in Z_ANCHORS:
+        raise ValueError(f"z_anchor must be one of {Z_ANCHORS}, got {z_anchor!r}")
+    if spacing <= 0 or crop_size < 1 or size < 1:
+        raise ValueError(f"protocol needs positive spacing / sizes, got spacing={spacing}, crop_size={crop_size}, size={size}")
+    hu_min, hu_max = float(hu_window[0]), float(hu_window[1])
+    if not hu_max > hu_min:
+        raise ValueError(f"hu_window must be increasing, got {hu_window}")
+    all_keys = keys + label_keys
+    interp = ["bilinear"] * len(keys) + ["nearest"] * len(label_keys)
+    resize_modes = ["trilinear"] * len(keys) + ["nearest"] * len(label_keys)
+    steps = [
+        EnsureTyped(keys, dtype="float32", track_meta=True),
+        ThresholdIntensityd(keys, threshold=max(AIR_HU, hu_min), above=True, cval=max(AIR_HU, hu_min)),
+        ScaleIntensityRanged(keys, a_min=hu_min, a_max=hu_max, b_min=0.0, b_max=1.0, clip=True),
+        Orientationd(all_keys, axcodes=VOLUME_AXCODES, labels=AXIS_LABELS),
+        Spacingd(all_keys, pixdim=float(spacing), mode=interp, padding_mode="zeros"),
+    ]
+    if z_anchor == "superior":
+        steps.append(SpatialCropd(all_keys, roi_slices=[slice(0, crop_size), slice(None), slice(None)]))
+    steps += [
+        ResizeWithPadOrCropd(all_keys, spatial_size=crop_size, mode="constant", value=0),
+        Resized(all_keys, spatial_size=(size, size, size), mode=resize_modes),
+    ]
+    overrides = {k: {"mode": m, "padding_mode": "zeros"} for k, m in zip(all_keys, interp)}
+    return Compose(steps, lazy=lazy, overrides=overrides if lazy else None)

@@ -1,0 +1,231 @@
+"""Classical (weight-free) body and lung segmentation of a chest CT.
+
+The lung mask follows the recipe LiftReg (Tian et al., MICCAI 2022) used for DuoLift-GAN's masked
+loss, re-implemented here from its description (LiftReg has no licence):
+
+1. a two-class k-means (1D, i.e. the isodata threshold) on the HU values of the central crop of
+   the volume gives the air / tissue threshold;
+2. voxels below it that lie inside the body are candidate air;
+3. a morphological opening removes thin bridges and noise;
+4. connected components that touch the in-plane border of the volume (outside air) or are smaller
+   than ``min_volume_ml`` are dropped; the two largest remaining ones are kept (the lungs; one if
+   they touch);
+5. a closing and a slice-by-slice hole filling put the vessels and airways inside the lungs back.
+
+MONAI's ``KeepLargestConnectedComponent`` keeps one component only and ``FillHoles`` fills in 3D,
+which would close the lungs into the mediastinum; scipy.ndimage gives the two-component,
+per-slice variant we need. Arrays follow the bundle's axis convention ``(D, H, W)`` with D the
+superior-inferior axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+from scipy import ndimage as ndi
+
+from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
+
+__all__ = [
+    "kmeans_threshold",
+    "body_mask",
+    "classical_lung_mask",
+    "LungMaskd",
+    "RemoveTabled",
+]
+
+
+def _ball(radius: int) -> np.ndarray:
+    r = int(radius)
+    zz, yy, xx = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1]
+    return (zz**2 + yy**2 + xx**2) <= r * r + 0.5
+
+
+def kmeans_threshold(values: np.ndarray, iterations: int = 50) -> float:
+    """Two-class 1D k-means threshold (the midpoint between the two class means at convergence)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("kmeans_threshold needs at least one value")
+    t = float(v.mean())
+    for _ in range(iterations):
+        lo, hi = v[v < t], v[v >= t]
+        if lo.size == 0 or hi.size == 0:
+            break
+        new_t = 0.5 * (lo.mean() + hi.mean())
+        if abs(new_t - t) < 1e-3:
+            t = float(new_t)
+            break
+        t = float(new_t)
+    return t
+
+
+def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    out = np.empty_like(mask)
+    for i in range(mask.shape[0]):
+        out[i] = ndi.binary_fill_holes(mask[i])
+    return out
+
+
+def body_mask(hu: np.ndarray, threshold: float = -500.0, opening_radius: int = 1, keep_fraction: float = 0.1) -> np.ndarray:
+    """The patient's body: components of ``hu > threshold`` after an opening (which detaches a
+    thin CT table) that are at least ``keep_fraction`` of the largest, holes filled slice by slice
+    (lungs included). Returns bool ``(D, H, W)``."""
+    dense = hu > threshold
+    if opening_radius > 0:
+        dense = ndi.binary_opening(dense, structure=_ball(opening_radius))
+    labels, n = ndi.label(dense)
+    if n == 0:
+        return np.zeros_like(dense, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    # the trunk plus any part at least `keep_fraction` of it (arms held beside the body)
+    body = np.isin(labels, np.flatnonzero(sizes >= keep_fraction * sizes.max()))
+    return _fill_holes_per_slice(body)
+
+
+def classical_lung_mask(
+    hu: np.ndarray,
+    spacing: Sequence[float] = (2.5, 2.5, 2.5),
+    min_volume_ml: float = 20.0,
+    opening_radius: int = 1,
+    closing_radius: int = 2,
+    central_fraction: float = 0.5,
+) -> np.ndarray:
+    """Lung mask of a chest CT in HU (see the module docstring for the recipe).
+
+    Args:
+        hu: ``(D, H, W)`` HU volume in the bundle's axis convention.
+        spacing: voxel size in mm (for the volume threshold).
+        min_volume_ml: smallest component kept, in millilitres.
+        opening_radius: radius (voxels) of the ball of the opening.
+        closing_radius: radius (voxels) of the ball of the final closing.
+        central_fraction: side of the central crop used for the threshold, as a fraction.
+
+    Returns:
+        ``(D, H, W)`` uint8, 1 inside the lungs.
+    """
+    hu = np.asarray(hu, dtype=np.float32)
+    if hu.ndim != 3:
+        raise ValueError(f"classical_lung_mask expects a (D, H, W) volume, got shape {hu.shape}")
+    d, h, w = hu.shape
+    f = (1.0 - central_fraction) / 2.0
+    crop = hu[int(d * f) : int(d * (1 - f)) + 1, int(h * f) : int(h * (1 - f)) + 1, int(w * f) : int(w * (1 - f)) + 1]
+    threshold = float(np.clip(kmeans_threshold(crop), -900.0, -150.0))
+    air = (hu < threshold) & body_mask(hu)
+    if opening_radius > 0:
+        air = ndi.binary_opening(air, structure=_ball(opening_radius))
+    labels, n = ndi.label(air)
+    if n == 0:
+        return np.zeros(hu.shape, dtype=np.uint8)
+    border = np.zeros(n + 1, dtype=bool)
+    for face in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        border[np.unique(face)] = True
+    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    keep = (~border) & (sizes * voxel_ml >= min_volume_ml)
+    keep[0] = False
+    candidates = np.flatnonzero(keep)
+    if candidates.size == 0:
+        return np.zeros(hu.shape, dtype=np.uint8)
+    largest = candidates[np.argsort(sizes[candidates])[::-1][:2]]
+    lungs = np.isin(labels, largest)
+    if closing_radius > 0:
+        pad = closing_radius
+        lungs = ndi.binary_closing(np.pad(lungs, pad), structure=_ball(closing_radius))[pad:-pad, pad:-pad, pad:-pad]
+    return _fill_holes_per_slice(lungs).astype(np.uint8)
+
+
+def _hu_of(img: torch.Tensor | np.ndarray, input_range: str, hu_window: Sequence[float]) -> np.ndarray:
+    arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    arr = arr.astype(np.float32)
+    return unit_to_hu(arr, *hu_window) if input_range == "unit" else arr
+
+
+def _spacing(img, default: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(img, MetaTensor):
+        return tuple(float(s) for s in img.pixdim[:3])
+    return tuple(float(s) for s in default)
+
+
+class LungMaskd(MapTransform):
+    """``data[key]`` CT ``(1, D, H, W)`` -> ``data[output_key]`` uint8 lung mask (same affine).
+
+    Args:
+        input_range: ``"unit"`` for the contract's [0, 1] CT, ``"hu"`` for HU.
+        spacing: voxel size used when the CT carries no affine.
+        Other keyword arguments go to :func:`classical_lung_mask`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "ct",
+        output_key: str = "lung_mask",
+        input_range: str = "unit",
+        hu_window: Sequence[float] = (HU_MIN, HU_MAX),
+        spacing: Sequence[float] = (2.5, 2.5, 2.5),
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if input_range not in ("unit", "hu"):
+            raise ValueError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
+        self.output_key = output_key
+        self.input_range = input_range
+        self.hu_window = tuple(hu_window)
+        self.spacing = tuple(spacing)
+        self.kwargs = kwargs
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.ndim != 4 or img.shape[0] != 1:
+                raise ValueError(f"LungMaskd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
+            mask = classical_lung_mask(_hu_of(img[0], self.input_range, self.hu_window), _spacing(img, self.spacing), **self.kwargs)
+            out = torch.from_numpy(mask[None])
+            if isinstance(img, MetaTensor):
+                out = MetaTensor(out, affine=img.affine.clone(), meta={k: v for k, v in img.meta.items() if k != "affine"})
+            d[self.output_key] = out
+        return d
+
+
+class RemoveTabled(MapTransform):
+    """Set everything outside the body (CT table, blankets, tubes) to air.
+
+    X2CT-GAN stripped the bed with a body mask before projecting; without this the table shows in
+    the lateral DRR. Works on the [0, 1] contract volume (``input_range="unit"``) or on HU.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "ct",
+        input_range: str = "unit",
+        hu_window: Sequence[float] = (HU_MIN, HU_MAX),
+        threshold: float = -500.0,
+        opening_radius: int = 2,
+        dilation: int = 1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.input_range = input_range
+        self.hu_window = tuple(hu_window)
+        self.threshold = threshold
+        self.opening_radius = opening_radius
+        self.dilation = dilation
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        air = float(hu_to_unit(AIR_HU, *self.hu_window)) if self.input_range == "unit" else AIR_HU
+        for key in self.key_iterator(d):
+            img = d[key]
+            body = body_mask(_hu_of(img[0], self.input_range, self.hu_window), self.threshold, self.opening_radius)
+            if self.dilation > 0:
+                body = ndi.binary_dilation(body, structure=_ball(self.dilation))
+            keep = torch.from_numpy(body[None]).to(img.device)
+            d[key] = torch.where(keep, img, torch.as_tensor(air, dtype=img.dtype, device=img.device))
+        return d

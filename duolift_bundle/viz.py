@@ -1,0 +1,78 @@
+"""Figures: tri-planar views of a case with its DRRs and lung mask.
+
+All arrays follow the bundle's axis convention (``(D, H, W)`` = superior->inferior,
+anterior->posterior, right->left), so slices are shown the radiological way: axial with anterior
+up and the patient's right on the image's left, coronal as seen from the front, sagittal as seen
+from the patient's left.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from duolift_bundle.io_utils import atomic_path
+
+__all__ = ["tri_planar", "case_figure"]
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def tri_planar(volume, index: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Axial, coronal and sagittal slices of a ``(D, H, W)`` (or ``(1, D, H, W)``) volume.
+
+    ``index`` = ``(z, y, x)`` slice positions; the centre by default.
+    """
+    v = _np(volume)
+    if v.ndim == 4:
+        v = v[0]
+    if v.ndim != 3:
+        raise ValueError(f"tri_planar expects a 3D volume, got shape {v.shape}")
+    z, y, x = index if index is not None else (s // 2 for s in v.shape)
+    return v[z], v[:, y], v[:, :, x]
+
+
+def case_figure(
+    ct,
+    path: str | os.PathLike,
+    xray=None,
+    lung_mask=None,
+    title: str = "",
+    index: Sequence[int] | None = None,
+) -> str:
+    """Write a PNG: axial / coronal / sagittal CT slices (lung mask outlined in red) and the
+    frontal / lateral DRRs. Returns the path written (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    views = tri_planar(ct, index)
+    masks = tri_planar(lung_mask, index) if lung_mask is not None else (None, None, None)
+    xr = _np(xray) if xray is not None else np.zeros((0, 1, 1))
+    n_cols = 3 + xr.shape[0]
+    fig, axes = plt.subplots(1, n_cols, figsize=(3.2 * n_cols, 3.6))
+    names = ("axial", "coronal", "sagittal")
+    for ax, img, m, name in zip(axes[:3], views, masks, names):
+        ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        if m is not None and np.any(m):
+            ax.contour(m.astype(float), levels=[0.5], colors="r", linewidths=0.8)
+        ax.set_title(name)
+        ax.axis("off")
+    for i, ax in enumerate(axes[3:]):
+        ax.imshow(xr[i], cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_title("frontal DRR" if i == 0 else "lateral DRR")
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return str(path)
