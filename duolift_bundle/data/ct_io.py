@@ -153,6 +153,28 @@ def _check_dicom_geometry(series: DicomSeries) -> None:
             raise CTInputError(f"{series.files[0]}: missing DICOM tag {tag}; cannot place the volume in space")
 
 
+def _check_file_header(path: str) -> None:
+    """Spacing that a reader would silently default to 1 mm: refuse it here."""
+    low = path.lower()
+    if low.endswith(NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        try:  # check=False: nibabel would silently turn a zero pixdim into 1
+            with nib.openers.ImageOpener(path) as fobj:
+                header = nib.Nifti1Header.from_fileobj(fobj, check=False)
+        except Exception as exc:  # nibabel raises several types for corrupt headers
+            raise CTInputError(f"{path}: cannot read the NIfTI header ({type(exc).__name__}: {exc})") from exc
+        coded = int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
+        zooms = np.asarray(header["pixdim"][1:4], dtype=float)
+        if not coded and (not np.all(np.isfinite(zooms)) or np.any(zooms <= 0)):
+            raise CTInputError(f"{path}: missing or zero voxel spacing {zooms.tolist()} in the header")
+    elif low.endswith(".mhd"):
+        with open(path, errors="replace") as f:
+            text = f.read(4096)
+        if "ElementSpacing" not in text and "ElementSize" not in text:
+            raise CTInputError(f"{path}: missing voxel spacing (no ElementSpacing in the MetaImage header)")
+
+
 def _reader_for(path: str, series: DicomSeries | None):
     if series is not None:
         return ITKReader(series_name=series.identifier)
@@ -200,6 +222,8 @@ def load_ct(
         chosen = select_ct_series(path, series)
     elif not is_volume_file(path):
         raise CTInputError(f"{path}: unsupported CT file type (expected a DICOM folder or {NIFTI_SUFFIXES + ITK_SUFFIXES})")
+    else:
+        _check_file_header(path)
     loader = LoadImage(reader=_reader_for(path, chosen), image_only=True, ensure_channel_first=True, dtype=np.float32)
     try:
         img = loader(path)

@@ -1,0 +1,87 @@
+"""Shared fixtures: paths to the real chest CT, small phantom sets, synthetic DICOM series."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_CT = Path(os.environ.get("DUOLIFT_TEST_CT", ROOT.parent / "shared" / "data" / "chest-ct-dicom" / "normal001"))
+
+
+@pytest.fixture(scope="session")
+def real_ct_dir() -> Path:
+    if not REAL_CT.is_dir():
+        pytest.skip(f"real chest CT not found at {REAL_CT} (set DUOLIFT_TEST_CT)")
+    return REAL_CT
+
+
+@pytest.fixture(scope="session")
+def phantom_set(tmp_path_factory):
+    """Four prepared 64^3-source phantoms (prepared to the 128^3 protocol) with a datalist."""
+    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.data.prepare import PrepareOptions
+
+    out = tmp_path_factory.mktemp("phantoms")
+    summary = make_phantom_set(out, n=4, size=64, seed=10, options=PrepareOptions(lazy=True), fractions=(0.5, 0.25, 0.25), progress=False)
+    assert not summary["failed"], summary["failed"]
+    return out
+
+
+def write_dicom_series(
+    folder: Path,
+    volume: np.ndarray,
+    spacing=(0.8, 0.8, 2.0),
+    modality: str = "CT",
+    series_number: int = 1,
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    shuffle: bool = True,
+    drop_tags: tuple[str, ...] = (),
+    study_uid: str | None = None,
+) -> str:
+    """Write ``volume`` (slices, rows, cols) in HU as an uncompressed DICOM series with shuffled
+    file names; slice k sits at z = 10 + k * spacing[2] (LPS). Returns the SeriesInstanceUID."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = generate_uid()
+    study_uid = study_uid or generate_uid()
+    frame_uid = generate_uid()
+    sop_class = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}[modality]
+    order = list(range(volume.shape[0]))
+    if shuffle:
+        random.Random(series_number).shuffle(order)
+    for name_idx, k in enumerate(order):
+        uid = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, uid
+        ds.Modality = modality
+        ds.PatientID, ds.PatientName = "TEST", "Test^Phantom"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.SeriesNumber, ds.SeriesDescription = series_number, f"series {series_number}"
+        ds.InstanceNumber = k + 1
+        ds.SeriesDate = "20200101"
+        ds.ImagePositionPatient = [-100.0, -120.0, 10.0 + k * spacing[2]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing[1], spacing[0]]
+        ds.SliceThickness = spacing[2]
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.PixelData = np.round((volume[k] - intercept) / slope).astype(np.uint16).tobytes()
+        for tag in drop_tags:
+            delattr(ds, tag)
+        ds.save_as(folder / f"img{name_idx:03d}_{series_number}", enforce_file_format=True)
+    return series_uid
