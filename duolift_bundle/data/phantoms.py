@@ -159,6 +159,9 @@ def make_phantom(seed: int, size: int = 128, fov: float = 320.0, noise_hu: float
         apex_round = ((z - p["lung_top"]) > 0) | (e <= 1.0)
         m = (e <= 1.0) & apex_round & (z <= p["lung_base"] - 18.0 + dome) & (z >= p["lung_top"])
         lung[m] = label
+    # the chest wall (fat, muscle, ribs) is at least ~15 mm thick everywhere
+    cage = ((x / (ax - p["fat"] - 15.0)) ** 2 + ((y - 5.0) / (ay - p["fat"] - 15.0)) ** 2) <= 1.0
+    lung[~np.broadcast_to(cage, shape)] = 0
     heart = ((z - heart_c[0]) / (p["heart_r"] * 1.1)) ** 2 + ((y - heart_c[1]) / (p["heart_r"] * 0.9)) ** 2 + (
         (x - heart_c[2]) / p["heart_r"]
     ) ** 2 <= 1.0
@@ -193,6 +196,7 @@ def make_phantom(seed: int, size: int = 128, fov: float = 320.0, noise_hu: float
         _paint_segment(airway, z, y, x, carina, (carina[0] + 25.0, 0.0, side * 38.0), 6.0)
     hu[airway] = -1000.0
     lung[airway] = 0
+    vessels &= lung > 0
     # --- spine: vertebral bodies, discs, spinous processes
     spine_y = p["body_ay"] - 55.0
     r_spine = np.sqrt((x - 0.0) ** 2 + (y - spine_y) ** 2)

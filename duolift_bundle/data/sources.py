@@ -3,7 +3,8 @@
 A source is one of: a single CT file (NIfTI / MHD / NRRD); a folder holding one DICOM series;
 a folder of NIfTI files; a folder tree of DICOM series; or a LIDC-IDRI download in TCIA's layout
 (``LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/*.dcm``), of which only CT series are taken (the
-DX / CR radiographs, SEG and SR series that TCIA ships beside them are skipped).
+DX / CR radiographs, SEG and SR series that TCIA ships beside them are skipped). Volume files
+named like label maps (``*_label``, ``*_mask``, ``*_seg`` ...) are not taken as CTs.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def case_id_from_path(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "case"
 
 
+#: volume files whose stem ends like this are label maps beside a CT, not CTs
+LABEL_SUFFIXES = ("_label", "_labels", "_mask", "_seg", "_segmentation")
+
+
+def _is_label_name(name: str) -> bool:
+    return case_id_from_path(name).lower().endswith(LABEL_SUFFIXES)
+
+
 def _modality(folder: str, files: list[str]) -> str:
     import pydicom
 
@@ -92,7 +101,7 @@ def discover_cases(src: str | os.PathLike) -> list[CaseSource]:
             pid = lidc_patient_id(rel)
             case_id = pid if pid else re.sub(r"[^A-Za-z0-9._-]+", "_", rel)
             cases.append(CaseSource(case_id, folder))
-        cases.extend(CaseSource(case_id_from_path(f), os.path.join(folder, f)) for f in files if is_volume_file(f))
+        cases.extend(CaseSource(case_id_from_path(f), os.path.join(folder, f)) for f in files if is_volume_file(f) and not _is_label_name(f))
     if not cases:
         raise ValueError(f"{src}: no CT found (looked for DICOM CT series and {NIFTI_SUFFIXES + ('.mhd', '.mha', '.nrrd')} files)")
     # a LIDC patient with two CT series, or two files with one stem: disambiguate with a path hash
