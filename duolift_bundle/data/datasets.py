@@ -193,7 +193,9 @@ def raw_ct_transforms(
     geom = drr.get("geometry")
     xray_size = geom.get("output_size", 128) if isinstance(geom, Mapping) else getattr(geom, "output_size", 128)
     steps.append(CheckContractd(size=protocol["size"], views=views, xray_size=int(xray_size)))
-    return Compose(steps)
+    # lazy=None: the nested protocol Compose keeps its own lazy setting (MONAI would otherwise
+    # force the outer Compose's lazy=False on it)
+    return Compose(steps, lazy=None)
 
 
 def x2ct_transforms(views: int = 2, size: int = 128, xray_size: int = 128, **kwargs) -> Compose:
