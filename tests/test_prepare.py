@@ -161,3 +161,20 @@ def test_make_phantoms_script(tmp_path):
     doc = json.loads((tmp_path / "datalist.json").read_text())
     assert sorted(e["case"] for s in ("training", "validation", "test") for e in doc[s]) == ["phantom_0007", "phantom_0008", "phantom_0009"]
     assert Path(tmp_path / "raw" / "phantom_0007_vessel_label.nii.gz").exists()
+
+
+def test_atomic_writes_leave_nothing_on_error(tmp_path):
+    from duolift_bundle.io_utils import atomic_dir, atomic_path, write_json
+
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "x.nii.gz") as tmp:
+            Path(tmp).write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "case") as d:
+            (d / "ct.nii.gz").write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    write_json(tmp_path / "a.json", {"k": 1})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"k": 1}
+    assert (tmp_path / "a.json").stat().st_mode & 0o044  # readable by others (umask permitting)
