@@ -133,3 +133,6 @@ def test_logging_conf_is_loadable():
     import logging.config
 
     logging.config.fileConfig(ROOT / "configs" / "logging.conf", disable_existing_loggers=False)
+    root = logging.getLogger()
+    assert root.level == logging.INFO
+    assert any(isinstance(h, logging.StreamHandler) and "%(levelname)s" in h.formatter._fmt for h in root.handlers)

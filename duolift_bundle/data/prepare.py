@@ -34,7 +34,7 @@ from duolift_bundle.data.splits import SPLITS, assign_splits
 from duolift_bundle.data.x2ct_h5 import X2CT_FILENAME, write_x2ct_h5
 from duolift_bundle.io_utils import atomic_dir, read_json, write_json
 from duolift_bundle.transforms.ct_protocol import ct_protocol
-from duolift_bundle.transforms.drr import DRRd, DRRGeometry
+from duolift_bundle.transforms.drr import DRRd, DRRGeometry, geometry_summary
 from duolift_bundle.transforms.lung_mask import LungMaskd, RemoveTabled
 
 __all__ = ["PrepareOptions", "prepare_case", "prepare", "DATALIST_NAME", "FORMATS"]
@@ -140,6 +140,7 @@ def prepare_case(source: CaseSource, out_root: str | os.PathLike, options: Prepa
             "original_shape": [int(s) for s in ct.shape[1:]],
             "original_spacing": [float(s) for s in ct.pixdim[:3]],
             "options": asdict(opts),
+            "drr": geometry_summary(DRRGeometry(**opts.geometry)),
             "lung_volume_ml": float(mask.sum() * np.prod(ct_out.pixdim[:3].numpy()) / 1000.0),
             "seconds": round(time.perf_counter() - t0, 3),
         }
