@@ -32,6 +32,7 @@ from monai.transforms import (
 
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.ct_io import LoadCTd, is_volume_file
+from duolift_bundle.data.sources import case_id_from_path, is_dicom_file
 from duolift_bundle.data.splits import SPLITS
 from duolift_bundle.data.x2ct_h5 import LoadX2CTH5d, find_x2ct_cases
 from duolift_bundle.io_utils import read_json
@@ -52,7 +53,7 @@ __all__ = [
     "x2ct_h5_dataset",
 ]
 
-#: datalist keys holding files, per view count
+#: datalist keys holding files besides the X-rays (see xray_keys)
 _FILE_KEYS = (CT_KEY, LUNG_MASK_KEY)
 
 
@@ -230,12 +231,10 @@ def _raw_items(sources: str | os.PathLike | Sequence[str]) -> list[dict]:
             sources = [os.path.join(src, n) for n in names]
         else:
             sources = [src]
-    return [{"case": os.path.basename(os.path.normpath(s)).split(".")[0], CT_KEY: os.fspath(s)} for s in sources]
+    return [{"case": case_id_from_path(os.fspath(s)), CT_KEY: os.fspath(s)} for s in sources]
 
 
 def _has_dicom_files(folder: str) -> bool:
-    from duolift_bundle.data.sources import is_dicom_file
-
     return any(is_dicom_file(os.path.join(folder, n)) for n in sorted(os.listdir(folder))[:20])
 
 

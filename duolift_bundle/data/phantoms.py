@@ -67,7 +67,7 @@ def _grid(size: int, fov: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return c[:, None, None], c[None, :, None], c[None, None, :]  # z (inferior+), y (posterior+), x (left+)
 
 
-def _segment_mask(shape, z, y, x, p0, p1, radius) -> tuple[tuple[slice, ...], np.ndarray] | None:
+def _segment_mask(z, y, x, p0, p1, radius) -> tuple[tuple[slice, ...], np.ndarray] | None:
     """Voxels within ``radius`` of segment p0-p1 (mm), restricted to the bounding box."""
     lo = np.minimum(p0, p1) - radius
     hi = np.maximum(p0, p1) + radius
@@ -88,7 +88,7 @@ def _segment_mask(shape, z, y, x, p0, p1, radius) -> tuple[tuple[slice, ...], np
 
 
 def _paint_segment(target: np.ndarray, z, y, x, p0, p1, radius, value=True) -> None:
-    hit = _segment_mask(target.shape, z, y, x, np.asarray(p0, float), np.asarray(p1, float), radius)
+    hit = _segment_mask(z, y, x, np.asarray(p0, float), np.asarray(p1, float), radius)
     if hit is not None:
         sl, m = hit
         target[sl][m] = value

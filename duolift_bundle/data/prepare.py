@@ -231,7 +231,7 @@ def prepare(
         pool = mp.get_context("fork").Pool(workers)
         results = pool.imap_unordered(_worker, jobs)
     try:
-        for case_id, entry, error in results:
+        for case_id, _entry, error in results:
             if error is None:
                 prepared.append(case_id)
             else:
