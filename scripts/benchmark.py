@@ -3,10 +3,20 @@
     python scripts/benchmark.py                       # all sections, JSON to stdout
     python scripts/benchmark.py --real_ct ../shared/data/chest-ct-dicom/normal001 --repeats 5
 
-Sections (this issue): DRR seconds per 128^3 volume (both views, X2CT geometry, 320 px detector),
-its ratio to a ``torch.nn.functional.grid_sample`` ray-marching baseline run in the same process,
-phantom generation + preparation seconds per case, and preparation seconds for a real case
-(eager and lazy protocol). Later issues add the generator figures.
+    python scripts/benchmark.py --sections matmul,generator     # the network figures only
+
+Sections:
+
+- ``drr``: DRR seconds per 128^3 volume (both views, X2CT geometry, 320 px detector) and its
+  ratio to a ``torch.nn.functional.grid_sample`` ray-marching baseline run in the same process.
+- ``phantoms`` / ``prepare_real``: phantom generation + preparation seconds per case, and
+  preparation seconds for a real case (eager and lazy protocol).
+- ``matmul``: the machine's practical fp32 peak, a 4096^2 matrix multiply in GFLOP/s.
+- ``generator``: DuoLift (paper widths) and the X2CT-style baseline at 64^3 and 128^3:
+  inference seconds per volume, peak resident memory, forward FLOPs
+  (``torch.utils.flop_counter`` on the ``meta`` device) and achieved GFLOP/s as a fraction of
+  the matmul peak; training-step seconds (forward, backward, Adam) at 64^3. Every configuration
+  runs in a fresh process so its peak resident memory is its own.
 """
 
 from __future__ import annotations
@@ -97,7 +107,112 @@ def prepare_real(real_ct: str | None = None) -> dict:
     return out
 
 
-def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phantoms,prepare_real") -> None:
+def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n x n`` fp32 matrix multiply (the machine's practical peak)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    t = _time(lambda: a @ b, repeats)
+    return round(2 * n**3 / t["median_s"] / 1e9, 1)
+
+
+def _build(model: str, size: int, device: str = "cpu") -> torch.nn.Module:
+    from duolift_bundle.networks import DuoLiftGenerator, X2CTGenerator
+
+    with torch.device(device):
+        if model == "duolift":
+            return DuoLiftGenerator(views=2, image_size=size, volume_size=size)
+        levels = size.bit_length() - 1  # X2CT-style widths: the 128^3 defaults, truncated at 64^3
+        return X2CTGenerator(
+            views=2,
+            image_size=size,
+            encoder_channels=(32, 64, 128, 256, 256)[: levels - 2],
+            decoder_channels=(256, 128, 64, 32, 16, 16)[: levels - 1],
+        )
+
+
+def _flops(model: str, size: int, train: bool) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = _build(model, size, "meta")
+    net.train(train)
+    x = torch.zeros(1, 2, size, size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            net(x).mean().backward()
+        else:
+            with torch.no_grad():
+                net(x)
+    return counter.get_total_flops()
+
+
+def _measure(model: str, size: int, mode: str, repeats: int) -> dict:
+    """Runs in a child process: seconds, peak RSS and FLOPs of one configuration."""
+    import resource
+
+    torch.manual_seed(0)
+    net = _build(model, size)
+    x = torch.rand(1, 2, size, size)
+    if mode == "inference":
+        net.eval()
+
+        def step():
+            with torch.inference_mode():
+                net(x)
+
+    else:
+        net.train()
+        target = torch.rand(1, 1, size, size, size)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.mse_loss(net(x), target).backward()
+            opt.step()
+
+    timing = _time(step, repeats) if repeats > 0 else _time_once(step)
+    flops = _flops(model, size, mode == "train")
+    return {
+        "seconds": timing["median_s"],
+        "repeats": timing["repeats"],
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        "gflop": round(flops / 1e9, 1),
+        "gflop_per_s": round(flops / 1e9 / timing["median_s"], 1),
+        "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
+    }
+
+
+def _time_once(fn) -> dict:
+    t0 = time.perf_counter()
+    fn()
+    return {"median_s": round(time.perf_counter() - t0, 3), "min_s": None, "repeats": 1}
+
+
+def generator(repeats: int = 2, peak: float | None = None) -> dict:
+    """DuoLift and X2CT-style generator figures, each configuration in a fresh process."""
+    import multiprocessing as mp
+
+    peak = peak or matmul_peak()
+    runs = [
+        ("duolift", 64, "inference", repeats),
+        ("duolift", 128, "inference", 0),  # about a minute per volume: one untimed-warm-up-free run
+        ("duolift", 64, "train", repeats),
+        ("x2ct", 64, "inference", repeats),
+        ("x2ct", 128, "inference", repeats),
+        ("x2ct", 64, "train", repeats),
+    ]
+    out: dict = {"matmul_peak_gflop_per_s": peak}
+    ctx = mp.get_context("spawn")
+    for model, size, mode, reps in runs:
+        with ctx.Pool(1) as pool:
+            r = pool.apply(_measure, (model, size, mode, reps))
+        r["fraction_of_matmul_peak"] = round(r["gflop_per_s"] / peak, 2)
+        out[f"{model}_{mode}_{size}"] = r
+    for size in (64, 128):
+        a, b = out[f"duolift_inference_{size}"], out[f"x2ct_inference_{size}"]
+        out[f"duolift_over_x2ct_inference_time_{size}"] = round(a["seconds"] / b["seconds"], 1)
+    return out
+
+
+def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phantoms,prepare_real,matmul,generator") -> None:
     """Run the benchmark sections and print one JSON document."""
     report = {"torch": torch.__version__, "cpu_count": os.cpu_count()}
     wanted = [s.strip() for s in sections.split(",")]
@@ -107,6 +222,10 @@ def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phan
         report.update(phantoms())
     if "prepare_real" in wanted:
         report.update(prepare_real(real_ct))
+    if "matmul" in wanted or "generator" in wanted:
+        report["matmul_peak_gflop_per_s"] = matmul_peak()
+    if "generator" in wanted:
+        report.update(generator(repeats=2, peak=report["matmul_peak_gflop_per_s"]))
     print(json.dumps(report, indent=2))
 
 
