@@ -215,7 +215,8 @@ def generator(repeats: int = 2, peak: float | None = None) -> dict:
 def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phantoms,prepare_real,matmul,generator") -> None:
     """Run the benchmark sections and print one JSON document."""
     report = {"torch": torch.__version__, "cpu_count": os.cpu_count()}
-    wanted = [s.strip() for s in sections.split(",")]
+    # fire turns "a,b" into a tuple
+    wanted = [s.strip() for s in (sections.split(",") if isinstance(sections, str) else sections)]
     if "drr" in wanted:
         report.update(drr(repeats))
     if "phantoms" in wanted:

@@ -62,7 +62,7 @@ from duolift_bundle.networks.blocks import (
 )
 from duolift_bundle.networks.unetpp import UNetPlusPlusHeads
 
-__all__ = ["DuoLiftGenerator", "scale_width", "PAPER_WIDTHS"]
+__all__ = ["DuoLiftGenerator", "WithAuxiliaryOutputs", "scale_width", "PAPER_WIDTHS"]
 
 #: The paper's channel widths (Fig. 1 and "Generator Architecture"); U-Net++ / U-Net use MONAI's
 #: default 3D features, which the paper does not state.
@@ -329,3 +329,24 @@ class DuoLiftGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, V, H, W)`` X-rays in [0, 1] -> ``(B, 1, D', D', D')`` volume in [0, 1]."""
         return self._forward(x, None)[0]
+
+
+class WithAuxiliaryOutputs(nn.Module):
+    """Training view of a generator: ``forward(x)`` returns ``(R_v, aux)``.
+
+    ``aux`` holds the deep-supervision volumes of :meth:`DuoLiftGenerator.forward_with_aux`
+    (empty for a generator without them, e.g. the X2CT baseline). Being a module, it can be
+    wrapped by DistributedDataParallel, whose gradient reduction needs the forward to go through
+    the wrapper; the generator itself keeps its one-tensor forward for inference and export.
+    """
+
+    wraps_generator = True
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if hasattr(self.net, "forward_with_aux"):
+            return self.net.forward_with_aux(x)
+        return self.net(x), []

@@ -1,0 +1,97 @@
+"""Checks that run in a training config's ``initialize`` step, before any data or model is built.
+
+A typo in a command-line override (``--vews 1``) would otherwise add a new, unused id to a MONAI
+config and train the wrong model silently; an impossible value (``--views 3``, a size that the
+U-Net++ cannot pool four times) would fail much later, deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["ConfigError", "check_training_settings", "check_overrides"]
+
+#: Arguments of ``monai.bundle run`` / ``verify_net_in_out`` that are not config ids.
+RUN_ARGS = {
+    "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
+    "workflow_type", "workflow_name", "properties_path", "net_id", "filepath", "ckpt_file", "key_in_ckpt",
+}  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A training config with an unknown key or an impossible value."""
+
+
+def check_training_settings(
+    views: int,
+    size: int,
+    width: float = 1.0,
+    batch_size: int = 1,
+    accumulation_steps: int = 1,
+    max_epochs: int = 1,
+    val_interval: int = 1,
+    lr: Sequence[float] = (),
+    data_format: str = "prepared",
+) -> bool:
+    """Raise :class:`ConfigError` naming the key and the allowed values; True when all is well."""
+    problems = []
+    if views not in (1, 2):
+        problems.append(f"views = {views!r}: must be 1 (frontal) or 2 (frontal + lateral)")
+    if not isinstance(size, int) or size <= 0 or size % 16:
+        problems.append(f"size = {size!r}: must be a positive multiple of 16 (U-Net++ pools four times)")
+    if not width > 0:
+        problems.append(f"width = {width!r}: must be > 0")
+    for name, value in (("batch_size", batch_size), ("accumulation_steps", accumulation_steps), ("max_epochs", max_epochs), ("val_interval", val_interval)):
+        if not isinstance(value, int) or value < 1:
+            problems.append(f"{name} = {value!r}: must be an integer >= 1")
+    for value in lr:
+        if not value > 0:
+            problems.append(f"learning rate {value!r}: must be > 0")
+    if data_format not in ("prepared", "x2ct"):
+        problems.append(f"data_format = {data_format!r}: must be 'prepared' (datalist.json) or 'x2ct' (X2CT-GAN HDF5 folders)")
+    if problems:
+        raise ConfigError("invalid training config:\n  " + "\n  ".join(problems))
+    return True
+
+
+def _override_keys(argv: Sequence[str]) -> list[str]:
+    keys = []
+    for token in argv:
+        if token.startswith("--") and len(token) > 2:
+            keys.append(token[2:].split("=", 1)[0])
+    return keys
+
+
+def check_overrides(config_files: Optional[Sequence[str]] = None, argv: Optional[Sequence[str]] = None) -> bool:
+    """Raise :class:`ConfigError` if a ``--key value`` override names an id that no config defines.
+
+    Args:
+        config_files: the config files of the run; default: the ``--config_file`` of ``argv``.
+        argv: the command line; default ``sys.argv`` (only checked when it is a ``monai.bundle``
+            command, so configs driven from Python are not affected).
+    """
+    from monai.bundle import ConfigParser
+
+    if argv is None:
+        argv = sys.argv
+        if not argv or "monai" not in argv[0].replace("\\", "/").split("/"):
+            return True
+    argv = list(argv)
+    if config_files is None:
+        config_files = []
+        for i, token in enumerate(argv):
+            if token.startswith("--config_file"):
+                value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else "")
+                config_files = value
+        if isinstance(config_files, str):
+            text = config_files.strip()
+            config_files = [s.strip(" '\"") for s in text.strip("[]").split(",")] if text.startswith("[") else [text]
+    known = set(ConfigParser.load_config_files(list(config_files)).keys()) if config_files else set()
+    unknown = [k for k in _override_keys(argv) if k not in RUN_ARGS and k.split("#", 1)[0] not in known]
+    if unknown and known:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join('--' + k for k in unknown)} for {', '.join(config_files)}; "
+            f"known top-level ids: {', '.join(sorted(k for k in known if not k.startswith('_')))}"
+        )
+    return True

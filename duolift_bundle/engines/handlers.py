@@ -1,0 +1,183 @@
+"""Ignite handlers of the training workflow: atomic checkpoints, best-model selection, seeding.
+
+MONAI's ``CheckpointSaver`` writes with Ignite's ``DiskSaver(atomic=False)`` (a killed run can
+leave a truncated file), so checkpoints here go through :func:`duolift_bundle.io_utils.atomic_path`
+(temporary file + rename). Loading for ``--resume`` uses MONAI's ``CheckpointLoader`` as is.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+from duolift_bundle.engines.trainer import unwrap
+from duolift_bundle.io_utils import atomic_path
+
+__all__ = [
+    "FullCheckpointSaver",
+    "BestModelSaver",
+    "EpochSeedHandler",
+    "latest_checkpoint",
+    "is_main_process",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = "checkpoint_epoch={:04d}.pt"
+_CHECKPOINT_RE = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
+
+
+def is_main_process() -> bool:
+    """True outside ``torch.distributed`` or on rank 0: only that process writes files."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _save_atomic(obj: Any, path: str) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """Path of the newest full checkpoint (highest epoch) in ``ckpt_dir``; a clear error if none."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(str(ckpt_dir)), "checkpoint_epoch=*.pt")):
+        m = _CHECKPOINT_RE.search(os.path.basename(path))
+        if m:
+            found.append((int(m.group(1)), path))
+    if not found:
+        raise FileNotFoundError(
+            f"--resume: no full checkpoint (checkpoint_epoch=NNNN.pt) in {os.path.abspath(ckpt_dir)}; "
+            "start without --resume or point --ckpt_dir at the run to continue"
+        )
+    return max(found)[1]
+
+
+class FullCheckpointSaver:
+    """Every ``interval`` epochs (and when training completes) write one file holding the state of
+    every object in ``save_dict`` (G, D, optimizers, schedulers, the trainer's epoch / iteration,
+    the best-model tracker), atomically, as ``checkpoint_epoch=NNNN.pt``; keep the newest
+    ``n_saved``. Only rank 0 writes. The keys are those that MONAI's ``CheckpointLoader`` takes back.
+
+    Args:
+        save_dir: folder of the checkpoints.
+        save_dict: name -> object with ``state_dict()`` (an Ignite engine included).
+        interval: epochs between checkpoints.
+        n_saved: how many checkpoints to keep (older ones are deleted after a new one is written).
+    """
+
+    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], interval: int = 1, n_saved: int = 2) -> None:
+        if interval < 1 or n_saved < 1:
+            raise ValueError(f"interval and n_saved must be >= 1, got {interval}, {n_saved}")
+        self.save_dir = str(save_dir)
+        self.save_dict = dict(save_dict)
+        self.interval = interval
+        self.n_saved = n_saved
+        self.last_path: Optional[str] = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self._final)
+
+    def _final(self, engine: Engine) -> None:
+        if engine.state.epoch % self.interval:
+            self(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        state = {}
+        for name, obj in self.save_dict.items():
+            obj = unwrap(obj) if isinstance(obj, torch.nn.Module) else obj
+            state[name] = obj.state_dict()
+        path = os.path.join(self.save_dir, CHECKPOINT_PATTERN.format(engine.state.epoch))
+        _save_atomic(state, path)
+        self.last_path = path
+        logger.info("full checkpoint (epoch %d, iteration %d): %s", engine.state.epoch, engine.state.iteration, path)
+        old = sorted(glob.glob(os.path.join(glob.escape(self.save_dir), "checkpoint_epoch=*.pt")))
+        for stale in old[: max(0, len(old) - self.n_saved)]:
+            os.remove(stale)
+
+
+class BestModelSaver:
+    """Attach to the validation evaluator: when ``key_metric`` improves, write the generator's
+    ``state_dict`` (unwrapped from DDP / wrappers) atomically to ``filepath`` (``models/model.pt``,
+    what inference loads). With :meth:`attach_final` a trainer that never validated still leaves
+    its final weights there. Its ``state_dict`` (the best value so far) goes into the full
+    checkpoint, so a resumed run keeps comparing against the right best.
+
+    Args:
+        network: the generator (or a wrapper of it).
+        filepath: where to write the weights.
+        key_metric: name of the evaluator metric (``engine.state.metrics``).
+        mode: "max" (PSNR, SSIM) or "min".
+    """
+
+    def __init__(self, network: torch.nn.Module, filepath: str, key_metric: str = "val_psnr", mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.network = network
+        self.filepath = str(filepath)
+        self.key_metric = key_metric
+        self.mode = mode
+        self.best: Optional[float] = None
+        self.best_epoch: int = -1
+        self._better: Callable[[float, float], bool] = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def attach_final(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.COMPLETED, self._final)
+
+    def _write(self) -> None:
+        if is_main_process():
+            _save_atomic(unwrap(self.network).state_dict(), self.filepath)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.key_metric not in engine.state.metrics:
+            raise KeyError(f"validation metric {self.key_metric!r} not computed; metrics are {sorted(engine.state.metrics)}")
+        value = float(engine.state.metrics[self.key_metric])
+        if self.best is None or self._better(value, self.best):
+            self.best, self.best_epoch = value, int(engine.state.epoch)
+            self._write()
+            logger.info("best %s = %.4f at epoch %d: wrote %s", self.key_metric, value, self.best_epoch, self.filepath)
+
+    def _final(self, engine: Engine) -> None:
+        if self.best is None:
+            self._write()
+            logger.info("no validation ran: wrote the final generator to %s", self.filepath)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+
+
+class EpochSeedHandler:
+    """Reseed Python, NumPy and torch with ``seed + epoch`` when each epoch starts.
+
+    Dropout and any random transform of epoch e then depend only on (seed, e), not on how many
+    random numbers earlier epochs drew, so a run resumed from a checkpoint at the end of epoch e
+    repeats exactly what an uninterrupted run does in epoch e + 1 (together with a
+    ``DistributedSampler``, whose shuffle is seeded by ``seed + epoch`` too).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from monai.utils import set_determinism
+
+        set_determinism(seed=self.seed + int(engine.state.epoch))

@@ -1,0 +1,225 @@
+"""The conditional-GAN trainer of DuoLift-GAN (and, with the discriminator off, of DuoLift-CNN).
+
+MONAI's ``GanTrainer`` feeds latent noise to G and ``AdversarialTrainer`` treats its inputs as
+the reals; neither fits a conditional X-ray -> CT GAN, so this is a ``monai.engines.Trainer``
+subclass (an Ignite engine) with the paper's recipe ("Train", "Loss"): separate Adam optimizers
+for G and D, gradient accumulation over N batches for both (paper: batch 1, N = 4), Eq. 7 / Eq. 8
+losses, AMP where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from monai.engines import Trainer
+from monai.engines.utils import default_metric_cmp_fn
+from torch.utils.data import DataLoader
+
+from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, XRAY_KEY
+
+__all__ = ["DuoLiftTrainer", "NonFiniteLossError", "prepare_xray_batch", "unwrap"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or Inf; raised before the optimizer could use it."""
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel / auxiliary-output wrappers."""
+    while True:
+        inner = getattr(network, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(network, "net", None) if getattr(network, "wraps_generator", False) else None
+        if not isinstance(inner, nn.Module):
+            return network
+        network = inner
+
+
+def prepare_xray_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any):
+    """MONAI ``prepare_batch`` for the bundle's data contract: ``(xray, ct)`` on ``device``.
+
+    ``xray`` ``(B, V, H, W)`` is the network input and ``ct`` ``(B, 1, D, H, W)`` the target
+    (MONAI evaluators then store them as ``pred`` / ``label``).
+    """
+    for key in (XRAY_KEY, CT_KEY):
+        if key not in batchdata:
+            raise KeyError(f"batch has no {key!r} entry (keys: {sorted(batchdata)}); see the data contract in docs/README.md")
+    xray = torch.as_tensor(batchdata[XRAY_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
+    ct = torch.as_tensor(batchdata[CT_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
+    return xray, ct
+
+
+class DuoLiftTrainer(Trainer):
+    """Ignite/MONAI trainer for DuoLift-GAN (``d_network`` given) or DuoLift-CNN (``d_network=None``).
+
+    One iteration on a batch ``{"xray": (B, V, H, W), "ct": (B, 1, D, H, W), "lung_mask": ...}``:
+
+    1. ``pred = G(xray)`` (``G`` may return ``(pred, aux)``: the deep-supervision volumes of
+       :class:`~duolift_bundle.networks.WithAuxiliaryOutputs`);
+    2. GAN only: ``L_D = d_loss_function(D(ct), D(pred.detach()))`` (Eq. 8), backward;
+    3. ``L_G = g_loss_function(pred, ct, mask, D(pred), aux)`` (Eq. 7; D evaluated with detached
+       parameters so G's adversarial gradient does not leak into D's gradients), backward;
+    4. every ``accumulation_steps`` iterations (and at the end of each epoch, so no partial
+       window crosses an epoch boundary or a checkpoint) each optimizer steps and its gradients
+       are cleared. Losses are divided by ``accumulation_steps`` before backward, so N batches of
+       1 give the gradient of one batch of N.
+
+    A NaN / Inf loss raises :class:`NonFiniteLossError` naming the iteration and epoch before
+    anything is updated with it; checkpoints on disk are not touched.
+
+    ``engine.state.output`` is a dict of floats: ``g_loss``, ``d_loss`` (GAN only) and every
+    loss term (``recon_mse``, ``recon_l1``, ``inside_mse``, ``inside_l1``, ``adv_g``,
+    ``adv_d_real``, ``adv_d_fake``, ``deep_supervision``), for StatsHandler / TensorBoard / MLflow.
+
+    Args:
+        device: training device.
+        max_epochs: epochs to train.
+        train_data_loader: yields batches in the data contract.
+        g_network, g_optimizer, g_loss_function: generator, its optimizer and
+            :class:`~duolift_bundle.losses.DuoLiftGeneratorLoss`.
+        d_network, d_optimizer, d_loss_function: discriminator side; all None for DuoLift-CNN.
+        accumulation_steps: N of the gradient accumulation (paper: 4).
+        amp: mixed precision (only on CUDA devices; ignored with a log line on CPU).
+        other arguments: as :class:`monai.engines.Trainer`.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        g_network: nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        g_loss_function: Callable,
+        d_network: Optional[nn.Module] = None,
+        d_optimizer: Optional[torch.optim.Optimizer] = None,
+        d_loss_function: Optional[Callable] = None,
+        accumulation_steps: int = 1,
+        epoch_length: Optional[int] = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = prepare_xray_batch,
+        iteration_update: Optional[Callable] = None,
+        postprocessing: Optional[Callable] = None,
+        key_train_metric: Optional[dict] = None,
+        additional_metrics: Optional[dict] = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Optional[Sequence] = None,
+        amp: bool = False,
+    ) -> None:
+        if accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
+        gan_parts = [d_network is None, d_optimizer is None, d_loss_function is None]
+        if any(gan_parts) and not all(gan_parts):
+            raise ValueError("give d_network, d_optimizer and d_loss_function together (GAN) or none of them (CNN)")
+        device = torch.device(device)
+        use_amp = bool(amp) and device.type == "cuda"
+        if amp and not use_amp:
+            logger.info("amp requested on %s: mixed precision runs on CUDA only, training in fp32", device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            amp=use_amp,
+            decollate=False,
+        )
+        self.g_network = g_network
+        self.g_optimizer = g_optimizer
+        self.g_loss_function = g_loss_function
+        self.d_network = d_network
+        self.d_optimizer = d_optimizer
+        self.d_loss_function = d_loss_function
+        self.accumulation_steps = accumulation_steps
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        d_core = unwrap(d_network) if d_network is not None else None
+        self.d_condition = bool(getattr(d_core, "condition_views", 0))
+        self.d_masked = bool(getattr(d_core, "masked_input", False))
+
+    def run(self) -> None:  # type: ignore[override]
+        # MONAI's Trainer.run creates one GradScaler; this trainer keeps one per optimizer.
+        super(Trainer, self).run()
+
+    def _check_finite(self, name: str, value: torch.Tensor, engine: Any) -> None:
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise NonFiniteLossError(
+                f"{name} is {float(value.detach())} at iteration {engine.state.iteration} (epoch {engine.state.epoch}); "
+                "training stopped before any update with it. The last full checkpoint on disk is kept: "
+                "lower the learning rate or check the data, then resume with --resume true."
+            )
+
+    def _discriminate(self, volume: torch.Tensor, xray: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        assert self.d_network is not None
+        return self.d_network(volume, xray if self.d_condition else None, mask if self.d_masked else None)
+
+    def _discriminate_frozen(self, volume: torch.Tensor, xray: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """D(volume) with D's parameters detached: G's adversarial gradient flows into ``volume``
+        only, never into D's (possibly mid-accumulation) gradients. Calls the unwrapped module,
+        so no DistributedDataParallel reduction is expected for this pass."""
+        assert self.d_network is not None
+        d_core = unwrap(self.d_network)
+        state = {k: v.detach() for k, v in d_core.named_parameters()}
+        state.update(dict(d_core.named_buffers()))
+        args = (volume, xray if self.d_condition else None, mask if self.d_masked else None)
+        return torch.func.functional_call(d_core, state, args)
+
+    def _iteration(self, engine: Any, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        xray, ct = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
+        mask = batchdata.get(LUNG_MASK_KEY)
+        if mask is not None:
+            mask = torch.as_tensor(mask).to(engine.state.device, non_blocking=engine.non_blocking).to(ct.dtype)
+        n = self.accumulation_steps
+        it = engine.state.iteration
+        epoch_end = bool(engine.state.epoch_length) and it % engine.state.epoch_length == 0
+        step_now = it % n == 0 or epoch_end
+        autocast = torch.autocast("cuda", enabled=self.amp)
+        output: dict[str, float] = {}
+
+        self.g_network.train()
+        with autocast:
+            out = self.g_network(xray)
+        pred, aux = (out[0], list(out[1])) if isinstance(out, (tuple, list)) else (out, [])
+
+        if self.d_network is not None:
+            assert self.d_optimizer is not None and self.d_loss_function is not None
+            self.d_network.train()
+            with autocast:
+                d_terms = self.d_loss_function(self._discriminate(ct, xray, mask), self._discriminate(pred.detach(), xray, mask))
+            self._check_finite("d_loss", d_terms["loss"], engine)
+            self.d_scaler.scale(d_terms["loss"] / n).backward()
+            if step_now:
+                self.d_scaler.step(self.d_optimizer)
+                self.d_scaler.update()
+                self.d_optimizer.zero_grad(set_to_none=True)
+            output["d_loss"] = float(d_terms["loss"].detach())
+            output.update({k: float(v.detach()) for k, v in d_terms.items() if k != "loss"})
+
+        fake_logits = None
+        with autocast:
+            if self.d_network is not None:
+                fake_logits = self._discriminate_frozen(pred, xray, mask)
+            g_terms = self.g_loss_function(pred, ct, mask, fake_logits, aux)
+        self._check_finite("g_loss", g_terms["loss"], engine)
+        self.g_scaler.scale(g_terms["loss"] / n).backward()
+        if step_now:
+            self.g_scaler.step(self.g_optimizer)
+            self.g_scaler.update()
+            self.g_optimizer.zero_grad(set_to_none=True)
+        output["g_loss"] = float(g_terms["loss"].detach())
+        output.update({k: float(v.detach()) for k, v in g_terms.items() if k != "loss"})
+        return output

@@ -1,0 +1,140 @@
+"""The losses of DuoLift-GAN / DuoLift-CNN (paper: "Loss", Eq. 1-8).
+
+All terms are means over the whole volume grid Omega, as the equations write them: the masked
+terms (Eq. 3-4) are ``sum over Omega of (M*I - M*I_hat)^2 / |Omega|``, *not* normalised by the
+mask's volume, so a small lung contributes less than a large one, exactly as in the paper.
+
+The adversarial terms take the discriminator's logits: ``"bce"`` is Eq. 5-6 (binary cross
+entropy, computed with ``binary_cross_entropy_with_logits`` for numerical stability), ``"lsgan"``
+the least-squares GAN loss X2CT-GAN used (Mao et al. 2017: targets 1 / 0 on the raw outputs).
+
+Deep supervision (the U-Net++ heads of :meth:`DuoLiftGenerator.forward_with_aux`): the paper
+does not give the weighting. Zhou et al. (2018) weigh all heads equally, so each auxiliary
+volume gets the whole-volume reconstruction terms (Eq. 1-2), averaged over the heads and scaled by
+``deep_supervision_weight`` (default 0.5, i.e. the heads together count half as much as the
+final output, which keeps the final U-Net the main objective). Set it to 0 to switch them off.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "reconstruction_terms",
+    "adversarial_loss",
+    "DuoLiftGeneratorLoss",
+    "DuoLiftDiscriminatorLoss",
+]
+
+
+def reconstruction_terms(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Eq. 1-4: ``recon_mse``, ``recon_l1`` and, with a mask, ``inside_mse``, ``inside_l1``.
+
+    Args:
+        pred, target: ``(B, 1, D, H, W)`` volumes in [0, 1].
+        mask: ``(B, 1, D, H, W)`` lung mask (0 / 1, any dtype) or None.
+
+    Returns:
+        Scalar tensors; every term is averaged over all voxels of the batch (|Omega|).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {list(pred.shape)} differs from target shape {list(target.shape)}")
+    diff = pred - target
+    terms = {"recon_mse": diff.square().mean(), "recon_l1": diff.abs().mean()}
+    if mask is not None:
+        if mask.shape != pred.shape:
+            raise ValueError(f"lung mask shape {list(mask.shape)} differs from volume shape {list(pred.shape)}")
+        masked = diff * mask.to(diff.dtype)  # M*I - M*I_hat
+        terms["inside_mse"] = masked.square().mean()
+        terms["inside_l1"] = masked.abs().mean()
+    return terms
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool, mode: str = "bce") -> torch.Tensor:
+    """``-log D`` (``real=True``) or ``-log(1 - D)`` (``real=False``) of logits, averaged over the
+    logit map; ``mode="lsgan"`` gives ``mean((D - 1)^2)`` / ``mean(D^2)`` instead."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    if mode == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if mode == "lsgan":
+        return F.mse_loss(logits, target)
+    raise ValueError(f"adversarial mode must be 'bce' or 'lsgan', got {mode!r}")
+
+
+class DuoLiftGeneratorLoss(nn.Module):
+    """Eq. 7: ``L_G = alpha * (L_recon^MSE + L_recon^L1 + L_inside^MSE + L_inside^L1) + beta * L_ag``.
+
+    Args:
+        alpha, beta: the weights of Eq. 7 (paper: 1.0 and 0.01).
+        masked: include the lung-masked terms (DuoLift-GAN: True; DuoLift-CNN: False).
+        adversarial: "bce" (Eq. 5) or "lsgan".
+        deep_supervision_weight: weight of the mean auxiliary-head reconstruction loss.
+
+    ``forward(pred, target, mask=None, fake_logits=None, aux=())`` returns a dict with ``loss``
+    (the total) and every term (``recon_mse``, ``recon_l1``, ``inside_mse``, ``inside_l1``,
+    ``adv_g``, ``deep_supervision``) as scalar tensors that keep their graph.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 0.01,
+        masked: bool = True,
+        adversarial: str = "bce",
+        deep_supervision_weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if adversarial not in ("bce", "lsgan"):
+            raise ValueError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
+        if alpha < 0 or beta < 0 or deep_supervision_weight < 0:
+            raise ValueError(f"loss weights must be >= 0, got alpha={alpha}, beta={beta}, deep_supervision_weight={deep_supervision_weight}")
+        self.alpha = alpha
+        self.beta = beta
+        self.masked = masked
+        self.adversarial = adversarial
+        self.deep_supervision_weight = deep_supervision_weight
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        fake_logits: Optional[torch.Tensor] = None,
+        aux: Sequence[torch.Tensor] = (),
+    ) -> dict[str, torch.Tensor]:
+        if self.masked and mask is None:
+            raise ValueError("the masked loss (Eq. 3-4) needs the lung mask; set masked=False for DuoLift-CNN")
+        terms = reconstruction_terms(pred, target, mask if self.masked else None)
+        total = self.alpha * sum(terms.values())
+        if fake_logits is not None:
+            terms["adv_g"] = adversarial_loss(fake_logits, True, self.adversarial)
+            total = total + self.beta * terms["adv_g"]
+        if len(aux) and self.deep_supervision_weight > 0:
+            heads = [sum(reconstruction_terms(a, target).values()) for a in aux]
+            terms["deep_supervision"] = torch.stack(heads).mean()
+            total = total + self.deep_supervision_weight * terms["deep_supervision"]
+        terms["loss"] = total
+        return terms
+
+
+class DuoLiftDiscriminatorLoss(nn.Module):
+    """Eq. 8: ``L_D = beta * L_ad`` with Eq. 6 ``L_ad = -log D(y) - log(1 - D(G(x)))``.
+
+    ``forward(real_logits, fake_logits)`` returns ``{"loss", "adv_d_real", "adv_d_fake"}``.
+    """
+
+    def __init__(self, beta: float = 0.01, adversarial: str = "bce") -> None:
+        super().__init__()
+        if adversarial not in ("bce", "lsgan"):
+            raise ValueError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
+        self.beta = beta
+        self.adversarial = adversarial
+
+    def forward(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        real = adversarial_loss(real_logits, True, self.adversarial)
+        fake = adversarial_loss(fake_logits, False, self.adversarial)
+        return {"loss": self.beta * (real + fake), "adv_d_real": real, "adv_d_fake": fake}
