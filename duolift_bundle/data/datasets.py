@@ -51,6 +51,7 @@ __all__ = [
     "prepared_dataset",
     "raw_ct_dataset",
     "x2ct_h5_dataset",
+    "make_dataset",
 ]
 
 #: datalist keys holding files besides the X-rays (see xray_keys)
@@ -276,3 +277,28 @@ def x2ct_h5_dataset(
             names = [line.strip() for line in f if line.strip()]
     items = find_x2ct_cases(root, names)
     return CacheDataset(items, x2ct_transforms(views, size, xray_size, **kwargs), num_workers=num_workers, progress=False)
+
+
+def make_dataset(
+    data_format: str,
+    split: str,
+    views: int = 2,
+    size: int = 128,
+    datalist: str | os.PathLike | None = None,
+    x2ct_root: str | os.PathLike | None = None,
+    x2ct_names_file: str | os.PathLike | None = None,
+    cache_rate: float = 1.0,
+    num_workers: int = 0,
+) -> CacheDataset:
+    """One split for the training configs: ``data_format`` "prepared" reads ``datalist`` (the
+    ``datalist.json`` of ``prepare_data.py`` / ``make_phantoms.py``), "x2ct" reads X2CT-GAN's
+    HDF5 folders under ``x2ct_root`` listed in ``x2ct_names_file`` (their train.txt / test.txt)."""
+    if data_format == "prepared":
+        if datalist is None:
+            raise ValueError("data_format 'prepared' needs a datalist (datalist.json)")
+        return prepared_dataset(datalist, split, views=views, size=size, cache_rate=cache_rate, num_workers=num_workers)
+    if data_format == "x2ct":
+        if x2ct_root is None:
+            raise ValueError("data_format 'x2ct' needs x2ct_root")
+        return x2ct_h5_dataset(x2ct_root, x2ct_names_file, views=views, size=size, num_workers=num_workers)
+    raise ValueError(f"data_format must be 'prepared' or 'x2ct', got {data_format!r}")

@@ -54,7 +54,7 @@ def latest_checkpoint(ckpt_dir: str) -> str:
     if not found:
         raise FileNotFoundError(
             f"--resume: no full checkpoint (checkpoint_epoch=NNNN.pt) in {os.path.abspath(ckpt_dir)}; "
-            "start without --resume or point --ckpt_dir at the run to continue"
+            "start without --resume, or point --output_dir (or --checkpoint_dir) at the run to continue"
         )
     return max(found)[1]
 
@@ -136,6 +136,10 @@ class BestModelSaver:
     def attach_final(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.COMPLETED, self._final)
 
+    def final_handler(self) -> "_AttachFinal":
+        """A handler for a trainer's handler list that calls :meth:`attach_final` on it."""
+        return _AttachFinal(self)
+
     def _write(self) -> None:
         if is_main_process():
             _save_atomic(unwrap(self.network).state_dict(), self.filepath)
@@ -160,6 +164,14 @@ class BestModelSaver:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = state["best"]
         self.best_epoch = state["best_epoch"]
+
+
+class _AttachFinal:
+    def __init__(self, saver: BestModelSaver) -> None:
+        self.saver = saver
+
+    def attach(self, engine: Engine) -> None:
+        self.saver.attach_final(engine)
 
 
 class EpochSeedHandler:

@@ -49,9 +49,15 @@ def prepare_xray_batch(batchdata: dict, device: torch.device | str | None = None
     for key in (XRAY_KEY, CT_KEY):
         if key not in batchdata:
             raise KeyError(f"batch has no {key!r} entry (keys: {sorted(batchdata)}); see the data contract in docs/README.md")
-    xray = torch.as_tensor(batchdata[XRAY_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
-    ct = torch.as_tensor(batchdata[CT_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
+    # plain tensors: the networks need no image metadata, and MetaTensor bookkeeping on every
+    # operation of a 3D generator costs time
+    xray = _plain(batchdata[XRAY_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
+    ct = _plain(batchdata[CT_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
     return xray, ct
+
+
+def _plain(x: Any) -> torch.Tensor:
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
 class DuoLiftTrainer(Trainer):
@@ -72,7 +78,7 @@ class DuoLiftTrainer(Trainer):
     A NaN / Inf loss raises :class:`NonFiniteLossError` naming the iteration and epoch before
     anything is updated with it; checkpoints on disk are not touched.
 
-    ``engine.state.output`` is a dict of floats: ``g_loss``, ``d_loss`` (GAN only) and every
+    ``engine.state.output`` is a dict of floats: ``g_loss`` (also as ``loss``), ``d_loss`` (GAN only) and every
     loss term (``recon_mse``, ``recon_l1``, ``inside_mse``, ``inside_l1``, ``adv_g``,
     ``adv_d_real``, ``adv_d_fake``, ``deep_supervision``), for StatsHandler / TensorBoard / MLflow.
 
@@ -182,7 +188,7 @@ class DuoLiftTrainer(Trainer):
         xray, ct = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
         mask = batchdata.get(LUNG_MASK_KEY)
         if mask is not None:
-            mask = torch.as_tensor(mask).to(engine.state.device, non_blocking=engine.non_blocking).to(ct.dtype)
+            mask = _plain(mask).to(engine.state.device, non_blocking=engine.non_blocking).to(ct.dtype)
         n = self.accumulation_steps
         it = engine.state.iteration
         epoch_end = bool(engine.state.epoch_length) and it % engine.state.epoch_length == 0
@@ -221,5 +227,6 @@ class DuoLiftTrainer(Trainer):
             self.g_scaler.update()
             self.g_optimizer.zero_grad(set_to_none=True)
         output["g_loss"] = float(g_terms["loss"].detach())
+        output["loss"] = output["g_loss"]  # the key MONAI's default handler settings (e.g. --tracking mlflow) read
         output.update({k: float(v.detach()) for k, v in g_terms.items() if k != "loss"})
         return output

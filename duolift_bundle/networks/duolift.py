@@ -216,7 +216,7 @@ class DuoLiftGenerator(nn.Module):
     def _encode(self, x: torch.Tensor, view: int) -> torch.Tensor:
         """``(B, V, H, W)`` -> F^2D of one view ``(B, C, D'/4, D'/4)``."""
         image = x[:, view : view + 1]
-        feats = x.new_empty(0)
+        feats = torch.empty(0, dtype=x.dtype, device=x.device)
         for i, encoder in enumerate(self.encoders):
             if i == (0 if self.share_encoder else view):
                 feats = encoder(image)
@@ -281,7 +281,7 @@ class DuoLiftGenerator(nn.Module):
         c1 = self.fuse_channels
         c3 = 2 * c1 + f_u23.shape[1]
         f_u[:, 2 * c1 : c3] = f_u23
-        f_u23 = f_u.new_empty(0)
+        f_u23 = torch.empty(0, dtype=f_u.dtype, device=f_u.device)
         f_u[:, :c1] = self.up1_1(f_u21)
         f_u[:, c1 : 2 * c1] = self.up1_2(f_u22)
         if self.dual_branch:

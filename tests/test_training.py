@@ -1,0 +1,241 @@
+"""Training workflow: the bundle configs run end to end, resume exactly, DDP on gloo, bad input.
+
+The end-to-end runs use 4 phantoms at 32^3 and generators at 1/16 width through the real
+configs (``python -m monai.bundle run training ...``), as a user would start them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from duolift_bundle.engines import DuoLiftTrainer, NonFiniteLossError
+from duolift_bundle.losses import DuoLiftGeneratorLoss
+from duolift_bundle.networks import DuoLiftGenerator, WithAuxiliaryOutputs
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--width", "0.0625"]
+GAN = ["configs/train.yaml"]
+CNN = ["configs/train.yaml", "configs/train_cnn.yaml"]
+
+
+def config_arg(files: list[str]) -> str:
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def run_training(configs: list[str], data: Path, out: Path, *extra: str, size: str = "32", timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg(configs), "--dataset_dir",
+           str(data), "--output_dir", str(out), "--ckpt_dir", str(out / "models"), "--size", size, *SMALL, *extra]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def phantoms32(tmp_path_factory) -> Path:
+    """Four phantoms prepared at 32^3 (DRRs at 32 px); three for training, one for validation."""
+    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.data.prepare import PrepareOptions
+    from duolift_bundle.transforms.drr import DRRGeometry
+
+    out = tmp_path_factory.mktemp("phantoms32")
+    options = PrepareOptions(lazy=True, size=32, geometry=DRRGeometry(output_size=32).to_dict())
+    make_phantom_set(out, n=4, size=32, seed=20, options=options, progress=False)
+    datalist = json.loads((out / "datalist.json").read_text())
+    cases = datalist["training"] + datalist["validation"] + datalist["test"]
+    datalist.update(training=cases[:3], validation=cases[3:], test=[])
+    (out / "datalist.json").write_text(json.dumps(datalist))
+    return out
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, configs, views, gan",
+    [
+        ("gan", GAN, 2, True),
+        ("cnn", CNN, 2, False),
+        ("gan_single_view", GAN + ["configs/train_single_view.yaml"], 1, True),
+        ("cnn_single_view", CNN + ["configs/train_single_view.yaml"], 1, False),
+    ],
+)
+def test_training_configs_end_to_end(phantoms32, tmp_path, name, configs, views, gan):
+    out = tmp_path / name
+    result = run_training(configs, phantoms32, out, "--max_epochs", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = result.stderr + result.stdout
+    assert "g_loss" in log and ("d_loss" in log) == gan
+    assert "val_psnr" in log and "val_ssim" in log
+    # models/model.pt: G alone, loadable into the generator the config describes
+    state = torch.load(out / "models" / "model.pt", map_location="cpu")
+    net = DuoLiftGenerator(views=views, image_size=32, volume_size=32, width=0.0625)
+    net.load_state_dict(state)
+    # the full checkpoint: everything a resume needs
+    ckpt = load_checkpoint(out / "checkpoints" / "checkpoint_epoch=0002.pt")
+    expected = {"generator", "g_optimizer", "g_scheduler", "best_model", "trainer"}
+    expected |= {"discriminator", "d_optimizer", "d_scheduler"} if gan else set()
+    assert set(ckpt) == expected
+    assert ckpt["trainer"]["iteration"] == 6 and ckpt["trainer"]["max_epochs"] == 2
+    assert list(out.glob("events.out.tfevents.*")), "no TensorBoard events"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(phantoms32, tmp_path):
+    """Kill a GAN run after its first full checkpoint, resume it with --resume: same iteration
+    count and bitwise the same G, D and optimizer states as an uninterrupted run with the same
+    seed (per-epoch reseeding and a seeded sampler make each epoch independent of the past)."""
+    full = tmp_path / "full"
+    assert run_training(GAN, phantoms32, full, "--max_epochs", "4").returncode == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg(GAN), "--dataset_dir",
+           str(phantoms32), "--output_dir", str(killed), "--ckpt_dir", str(killed / "models"), "--size", "32", *SMALL, "--max_epochs", "4"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed / "checkpoints" / "checkpoint_epoch=0001.pt"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists()
+    done = sorted(p.name for p in (killed / "checkpoints").glob("*.pt"))
+    assert "checkpoint_epoch=0004.pt" not in done, "the run finished before it could be killed"
+    resumed = run_training(GAN, phantoms32, killed, "--max_epochs", "4", "--resume", "True")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    a = load_checkpoint(full / "checkpoints" / "checkpoint_epoch=0004.pt")
+    b = load_checkpoint(killed / "checkpoints" / "checkpoint_epoch=0004.pt")
+    assert a["trainer"] == b["trainer"] and b["trainer"]["iteration"] == 12
+    for key in ("generator", "discriminator"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    assert a["best_model"] == b["best_model"]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(phantoms32, tmp_path):
+    result = run_training(CNN, phantoms32, tmp_path / "none", "--max_epochs", "1", "--resume", "True")
+    assert result.returncode != 0
+    assert "no full checkpoint" in result.stderr and str(tmp_path / "none") in result.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_gloo_two_ranks_keep_identical_weights(phantoms32, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+           "training", "--config_file", config_arg(GAN + ["configs/multi_gpu_train.yaml"]), "--dataset_dir", str(phantoms32),
+           "--output_dir", str(out), "--ckpt_dir", str(out / "models"), "--size", "32", *SMALL, "--max_epochs", "2"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    digests = [json.loads((out / f"rank{r}_weights.json").read_text())["sha256"] for r in (0, 1)]
+    assert digests[0] == digests[1]
+    # 3 training cases over 2 ranks: DistributedSampler pads to 2 per rank -> 2 iterations/epoch
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_epoch=0002.pt")["trainer"]["iteration"] == 4
+
+
+@pytest.mark.parametrize(
+    "extra, size, message",
+    [
+        (["--views", "3"], "32", "views = 3: must be 1"),
+        ([], "40", "size = 40: must be a positive multiple of 16"),
+        (["--vews", "1"], "32", "unknown config key(s) --vews"),
+        (["--accumulation_steps", "0"], "32", "accumulation_steps = 0"),
+        ([], "64", "phantom_0020: 'ct' has shape (1, 32, 32, 32), expected (1, 64, 64, 64)"),
+    ],
+)
+def test_bad_config_fails_before_training(phantoms32, tmp_path, extra, size, message):
+    result = run_training(CNN, phantoms32, tmp_path / "bad", "--max_epochs", "1", *extra, size=size)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-3000:]
+    assert "Iter: 1/" not in result.stderr  # failed before the first iteration
+    assert not (tmp_path / "bad" / "models" / "model.pt").exists()
+
+
+def test_missing_case_file_names_the_file(phantoms32, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    datalist = json.loads((phantoms32 / "datalist.json").read_text())
+    for split in ("training", "validation"):
+        for case in datalist[split]:
+            for key in case:
+                if key != "case":
+                    case[key] = str(phantoms32 / case[key])
+    datalist["training"][1]["lung_mask"] = str(broken / "nowhere.nii.gz")
+    (broken / "datalist.json").write_text(json.dumps(datalist))
+    result = run_training(CNN, broken, tmp_path / "out", "--max_epochs", "1")
+    assert result.returncode != 0
+    assert "nowhere.nii.gz" in result.stderr and "does not exist" in result.stderr
+
+
+def _batches(n: int, views: int = 2, size: int = 32, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {"xray": torch.rand(1, views, size, size, generator=g), "ct": torch.rand(1, 1, size, size, size, generator=g),
+         "lung_mask": (torch.rand(1, 1, size, size, size, generator=g) > 0.5).to(torch.uint8)}  # fmt: skip
+        for _ in range(n)
+    ]
+
+
+def _small_generator(seed: int = 0) -> DuoLiftGenerator:
+    torch.manual_seed(seed)
+    return DuoLiftGenerator(image_size=32, volume_size=32, width=1 / 16, encoder_blocks=(1, 1, 1, 1), dropout=0.0)
+
+
+def test_gradient_accumulation_equals_one_step_on_the_mean_gradient():
+    """accumulation_steps = 2 over two batches of 1 == one SGD step on the mean loss of both."""
+    batches = _batches(2)
+    net = _small_generator()
+    reference = copy.deepcopy(net)
+    loss_fn = DuoLiftGeneratorLoss(masked=True, deep_supervision_weight=0.5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = DuoLiftTrainer("cpu", 1, batches, WithAuxiliaryOutputs(net), opt, loss_fn, accumulation_steps=2)
+    trainer.run()
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    wrapped = WithAuxiliaryOutputs(reference).train()
+    for b in batches:
+        pred, aux = wrapped(b["xray"])
+        (loss_fn(pred, b["ct"], b["lung_mask"].float(), None, aux)["loss"] / 2).backward()
+    ref_opt.step()
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert trainer.state.iteration == 2 and all(p.grad is None for p in net.parameters())
+
+
+def test_nan_loss_stops_the_run_naming_the_iteration():
+    batches = _batches(3)
+    batches[1]["ct"][0, 0, 0, 0, 0] = float("nan")
+    net = _small_generator()
+    trainer = DuoLiftTrainer("cpu", 1, batches, WithAuxiliaryOutputs(net), torch.optim.Adam(net.parameters()), DuoLiftGeneratorLoss(masked=False))
+    with pytest.raises(NonFiniteLossError, match=r"g_loss is nan at iteration 2 \(epoch 1\)"):
+        trainer.run()
+
+
+def test_trainer_rejects_half_a_gan():
+    net = _small_generator()
+    with pytest.raises(ValueError, match="together"):
+        DuoLiftTrainer("cpu", 1, [], net, torch.optim.Adam(net.parameters()), DuoLiftGeneratorLoss(), d_network=torch.nn.Conv3d(1, 1, 1))
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_logs_g_and_d_loss(phantoms32, tmp_path):
+    import mlflow
+    from monai.utils import path_to_sqlite_uri
+
+    out = tmp_path / "tracked"
+    result = run_training(GAN, phantoms32, out, "--max_epochs", "1", "--tracking", "configs/mlflow_tracking.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = mlflow.tracking.MlflowClient(tracking_uri=path_to_sqlite_uri(str(out / "mlruns.db")))
+    runs = client.search_runs([client.get_experiment_by_name("duolift").experiment_id])
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    assert {"g_loss", "d_loss", "recon_mse", "inside_mse", "val_psnr", "val_ssim"} <= set(metrics)
+    history = client.get_metric_history(runs[0].info.run_id, "g_loss")
+    assert len(history) == 3  # one value per iteration (3 training cases, batch 1)
