@@ -63,6 +63,20 @@ def _override_keys(argv: Sequence[str]) -> list[str]:
     return keys
 
 
+def _config_files_from_argv(argv: Sequence[str]) -> list[str]:
+    """The value of ``--config_file`` (one path, or a ``"['a.yaml','b.yaml']"`` list)."""
+    value = ""
+    for i, token in enumerate(argv):
+        if token.startswith("--config_file"):
+            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else "")
+    text = value.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return [s.strip(" '\"") for s in text.strip("[]").split(",") if s.strip(" '\"")]
+    return [text]
+
+
 def check_overrides(config_files: Optional[Sequence[str]] = None, argv: Optional[Sequence[str]] = None) -> bool:
     """Raise :class:`ConfigError` if a ``--key value`` override names an id that no config defines.
 
@@ -79,14 +93,7 @@ def check_overrides(config_files: Optional[Sequence[str]] = None, argv: Optional
             return True
     argv = list(argv)
     if config_files is None:
-        config_files = []
-        for i, token in enumerate(argv):
-            if token.startswith("--config_file"):
-                value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else "")
-                config_files = value
-        if isinstance(config_files, str):
-            text = config_files.strip()
-            config_files = [s.strip(" '\"") for s in text.strip("[]").split(",")] if text.startswith("[") else [text]
+        config_files = _config_files_from_argv(argv)
     known = set(ConfigParser.load_config_files(list(config_files)).keys()) if config_files else set()
     unknown = [k for k in _override_keys(argv) if k not in RUN_ARGS and k.split("#", 1)[0] not in known]
     if unknown and known:
