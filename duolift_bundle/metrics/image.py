@@ -1,0 +1,137 @@
+"""Pixel-level metrics of the paper's Tables 1-3: PSNR(2D), PSNR(3D), SSIM(2D), SSIM(3D), MAE.
+
+Inputs are single volumes ``(D, H, W)`` (or ``(1, D, H, W)``) in the [0, 1] window of the data
+contract, data range 1. Definitions:
+
+- **PSNR(3D)**: ``10 log10(1 / MSE)`` over the whole volume.
+- **PSNR(2D)** / **SSIM(2D)**: computed on every 2D slice and averaged; ``axes`` says along
+  which array axes the slices are taken (default all three: axial, coronal and sagittal, as
+  X2CT-GAN averaged them). A slice identical in both volumes (MSE 0, e.g. all air) would give an
+  infinite PSNR; its MSE is floored at 1e-10 (100 dB), which is documented in every report.
+- **SSIM**: Wang et al. (2004) with K1 = 0.01, K2 = 0.03, a Gaussian window of 11 taps and
+  sigma 1.5 (a 3D window for SSIM(3D), a 2D window per slice for SSIM(2D)), population
+  covariances, averaged over the positions where the window fits inside the image ("valid"),
+  which equals scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False)`` (it filters with padding and then crops the window radius).
+- **x2ct mode** reproduces X2CT-GAN's published metric code so numbers compare with papers that
+  used it: values on its 0..2500 scale with PSNR peak 4095 (+20 log10(4095 / 2500) = +4.29 dB
+  over the [0, 1] definition), and SSIM with a 7x7 uniform window and sample covariances,
+  slice-wise over the three axes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "X2CT_PSNR_OFFSET_DB",
+    "gaussian_window",
+    "psnr_3d",
+    "psnr_2d",
+    "ssim_3d",
+    "ssim_2d",
+    "mae",
+    "slices",
+]
+
+#: PSNR difference of X2CT-GAN's code (peak 4095 on a 0..2500 scale) over the [0, 1] definition.
+X2CT_PSNR_OFFSET_DB = 20.0 * math.log10(4095.0 / 2500.0)
+_MSE_FLOOR = 1e-10
+
+
+def _volume(x: torch.Tensor | "np.ndarray") -> torch.Tensor:  # noqa: F821
+    t = torch.as_tensor(x).detach().to(torch.float64)
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3:
+        raise ValueError(f"expected a volume (D, H, W) or (1, D, H, W), got shape {list(t.shape)}")
+    return t
+
+
+def _pair(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
+    p, t = _volume(pred), _volume(target)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction shape {list(p.shape)} differs from target shape {list(t.shape)}")
+    return p, t
+
+
+def slices(volume: torch.Tensor, axis: int) -> torch.Tensor:
+    """``(D, H, W)`` -> the stack of 2D slices along ``axis``, ``(N, h, w)``."""
+    return volume.movedim(axis, 0)
+
+
+def mae(pred, target) -> float:
+    """Mean absolute error on the [0, 1] scale."""
+    p, t = _pair(pred, target)
+    return float((p - t).abs().mean())
+
+
+def psnr_3d(pred, target, mode: str = "paper") -> float:
+    """PSNR of the whole volume (``mode="x2ct"``: X2CT-GAN's peak-4095 definition)."""
+    p, t = _pair(pred, target)
+    value = 10.0 * math.log10(1.0 / max(float((p - t).square().mean()), _MSE_FLOOR))
+    return value + (X2CT_PSNR_OFFSET_DB if mode == "x2ct" else 0.0)
+
+
+def psnr_2d(pred, target, axes: Sequence[int] = (0, 1, 2), mode: str = "paper") -> float:
+    """Mean slice-wise PSNR over the slices along each of ``axes`` (then averaged over axes)."""
+    p, t = _pair(pred, target)
+    per_axis = []
+    for axis in axes:
+        mse = (slices(p, axis) - slices(t, axis)).square().flatten(1).mean(1).clamp_min(_MSE_FLOOR)
+        per_axis.append(float((10.0 * torch.log10(1.0 / mse)).mean()))
+    return sum(per_axis) / len(per_axis) + (X2CT_PSNR_OFFSET_DB if mode == "x2ct" else 0.0)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5, dims: int = 3) -> torch.Tensor:
+    """Normalised separable Gaussian window, ``(size,) * dims``, float64."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    w = g
+    for _ in range(dims - 1):
+        w = w[..., None] * g
+    return w
+
+
+def _ssim_map(p: torch.Tensor, t: torch.Tensor, window: torch.Tensor, sample_cov: bool) -> torch.Tensor:
+    """SSIM map over the valid positions; ``p``, ``t`` ``(N, 1, *spatial)``, window ``spatial``."""
+    conv = F.conv3d if window.dim() == 3 else F.conv2d
+    w = window[None, None].to(p)
+    mu_p, mu_t = conv(p, w), conv(t, w)
+    pp, tt, pt = conv(p * p, w), conv(t * t, w), conv(p * t, w)
+    var_p, var_t, cov = pp - mu_p**2, tt - mu_t**2, pt - mu_p * mu_t
+    if sample_cov:
+        n = window.numel()
+        var_p, var_t, cov = (v * n / (n - 1) for v in (var_p, var_t, cov))
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+
+
+def ssim_3d(pred, target, win_size: int = 11, sigma: float = 1.5) -> float:
+    """SSIM of the whole volume with a 3D Gaussian window."""
+    p, t = _pair(pred, target)
+    if min(p.shape) < win_size:
+        raise ValueError(f"SSIM(3D) needs every edge >= {win_size}, got shape {list(p.shape)}")
+    return float(_ssim_map(p[None, None], t[None, None], gaussian_window(win_size, sigma, 3), False).mean())
+
+
+def ssim_2d(pred, target, axes: Sequence[int] = (0, 1, 2), win_size: int = 11, sigma: float = 1.5, mode: str = "paper") -> float:
+    """Mean slice-wise SSIM (2D Gaussian window) over the slices along each of ``axes``.
+
+    ``mode="x2ct"``: a 7x7 uniform window with sample covariances (X2CT-GAN's code)."""
+    p, t = _pair(pred, target)
+    if mode == "x2ct":
+        window, sample_cov = torch.full((7, 7), 1.0 / 49, dtype=torch.float64), True
+    else:
+        window, sample_cov = gaussian_window(win_size, sigma, 2), False
+    per_axis = []
+    for axis in axes:
+        ps, ts = slices(p, axis)[:, None], slices(t, axis)[:, None]
+        per_slice = _ssim_map(ps, ts, window, sample_cov).flatten(1).mean(1)
+        per_axis.append(float(per_slice.mean()))
+    return sum(per_axis) / len(per_axis)
