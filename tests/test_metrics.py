@@ -113,7 +113,7 @@ def test_lpips_loads_vgg_weights_and_matches_per_slice_lpips(vgg_features_file):
     # the package's shipped linear layers are loaded (not random)
     shipped = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
     torch.testing.assert_close(metric.model.lin0.model[1].weight, shipped.lin0.model[1].weight)
-    pred, target = random_pair(4, (12, 16, 16))
+    pred, target = random_pair(4, (16, 24, 20))  # edges >= 16: VGG pools four times
     # reference: lpips called directly, one slice at a time
     ref = []
     for axis in range(3):
