@@ -1,0 +1,132 @@
+"""Reading radiographs for inference: PNG / JPEG, 2D NIfTI and DICOM -> the network's X-ray input.
+
+Every reader returns one ``(size, size)`` float32 image in [0, 1] in the bundle's convention
+(``docs/README.md``): displayed as a reader looks at the film (rows superior -> inferior; a
+frontal PA film with the patient's right on the image's left; a lateral film seen from the
+patient's left side, anterior on the left), dense structures bright. Steps:
+
+1. read: PNG / JPEG must be 8-bit greyscale (RGB, palette and 16-bit images are refused with
+   the reason: convert them first); a 2D NIfTI is taken as stored (rows = first array axis, the
+   layout ``prepare_data.py`` writes); a DICOM must hold one 2D image (a CT slice series, a
+   multi-frame object or a file without pixel data is refused). DICOM pixels go through the
+   modality LUT and the VOI LUT or window centre / width of the file (pydicom), and
+   MONOCHROME1 images are inverted so that dense is bright;
+2. intensities are scaled to [0, 1] by the image's own min and max (X2CT-GAN's DRRs are
+   max-normalised too, so the network sees comparable ranges);
+3. a centred square crop (the shorter side), then area resampling to ``size`` pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["XRayInputError", "XRAY_SUFFIXES", "load_xray", "is_xray_file", "square_resize", "find_view_files"]
+
+XRAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".dcm")
+
+
+class XRayInputError(ValueError):
+    """An X-ray file that cannot be used; the message names the file and the problem."""
+
+
+def is_xray_file(name: str) -> bool:
+    return name.lower().endswith(XRAY_SUFFIXES)
+
+
+def _read_png(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            raise XRayInputError(f"{path}: a 16-bit image (mode {im.mode}); save it as 8-bit greyscale or DICOM")
+        if im.mode not in ("L", "LA"):
+            raise XRayInputError(f"{path}: a {im.mode} image; X-rays must be greyscale (convert it to 8-bit 'L' first)")
+        return np.asarray(im.convert("L"), dtype=np.float32)
+
+
+def _read_nifti(path: str) -> np.ndarray:
+    import nibabel as nib
+
+    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    data = np.squeeze(data)
+    if data.ndim != 2:
+        raise XRayInputError(f"{path}: a NIfTI X-ray must be 2D, got shape {tuple(np.asarray(nib.load(path).dataobj).shape)}")
+    return data
+
+
+def _read_dicom(path: str) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as err:  # noqa: BLE001 - pydicom raises several types for non-DICOM files
+        raise XRayInputError(f"{path}: not a readable DICOM file ({err})") from err
+    if "PixelData" not in ds:
+        raise XRayInputError(f"{path}: DICOM without pixel data (SOP class {ds.get('SOPClassUID', '?')}); not an image")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise XRayInputError(f"{path}: a multi-frame DICOM ({ds.NumberOfFrames} frames); expected one 2D radiograph")
+    if str(ds.get("Modality", "")).upper() in ("CT", "MR", "PT", "NM"):
+        raise XRayInputError(f"{path}: a {ds.Modality} slice, not a radiograph (give a CT as a series folder or a 3D file)")
+    pixels = ds.pixel_array
+    if pixels.ndim != 2:
+        raise XRayInputError(f"{path}: pixel data of shape {pixels.shape}; expected a 2D greyscale radiograph")
+    image = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        image = image.max() - image  # MONOCHROME1: low values are displayed bright
+    return image
+
+
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Centred square crop of the shorter side, then area resampling to ``size`` x ``size``."""
+    h, w = image.shape
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = torch.as_tensor(np.ascontiguousarray(image[top : top + s, left : left + s]))[None, None]
+    mode = "area" if s >= size else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    return F.interpolate(crop, size=(size, size), mode=mode, **kwargs)[0, 0].numpy()
+
+
+def load_xray(path: str | os.PathLike, size: int = 128) -> np.ndarray:
+    """One radiograph file -> ``(size, size)`` float32 in [0, 1] (see the module docstring)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise XRayInputError(f"{path}: file not found")
+    name = path.lower()
+    if name.endswith((".png", ".jpg", ".jpeg")):
+        image = _read_png(path)
+    elif name.endswith((".nii", ".nii.gz")):
+        image = _read_nifti(path)
+    else:
+        image = _read_dicom(path)
+    if image.ndim != 2:
+        raise XRayInputError(f"{path}: expected a 2D image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise XRayInputError(f"{path}: NaN or Inf pixels")
+    lo, hi = float(image.min()), float(image.max())
+    if hi <= lo:
+        raise XRayInputError(f"{path}: a constant image (all pixels {lo})")
+    image = (image - lo) / (hi - lo)
+    return square_resize(image, size).clip(0, 1).astype(np.float32)
+
+
+def find_view_files(folder: str | os.PathLike) -> dict[str, str]:
+    """``{"frontal": path, "lateral": path}`` (those present) for files named ``frontal*`` /
+    ``lateral*`` (``xray_frontal*`` / ``xray_lateral*`` as ``prepare_data.py`` writes) in ``folder``."""
+    found: dict[str, str] = {}
+    for name in sorted(os.listdir(folder)):
+        if not is_xray_file(name):
+            continue
+        stem = name.lower()
+        for view in ("frontal", "lateral"):
+            if stem.startswith((view, f"xray_{view}")):
+                if view in found:
+                    raise XRayInputError(f"{folder}: two {view} X-rays ({Path(found[view]).name}, {name}); keep one")
+                found[view] = os.path.join(folder, name)
+    return found
