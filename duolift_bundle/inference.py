@@ -248,7 +248,12 @@ class SaveReconstructiond(MapTransform):
 
         d = dict(data)
         pred = np.asarray(torch.as_tensor(d[PRED_KEY]).detach().cpu().float())[0]
-        affine = np.asarray(torch.as_tensor(d[AFFINE_KEY]).cpu(), dtype=np.float64)
+        if AFFINE_KEY in d:
+            affine = np.asarray(torch.as_tensor(d[AFFINE_KEY]).cpu(), dtype=np.float64)
+        elif hasattr(d.get(CT_KEY), "affine"):  # a prepared target CT (MetaTensor): its world space
+            affine = np.asarray(torch.as_tensor(d[CT_KEY].affine).cpu(), dtype=np.float64)
+        else:
+            affine = default_affine(pred.shape[-1])
         case_dir = os.path.join(self.output_dir, str(d["case"]))
         hu = unit_to_hu(pred, *self.hu_window) if self.hu_window else unit_to_hu(pred)
         outputs = {"recon_hu.nii.gz": hu.astype(np.float32)}

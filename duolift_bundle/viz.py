@@ -9,13 +9,13 @@ from the patient's left.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from duolift_bundle.io_utils import atomic_path
 
-__all__ = ["tri_planar", "case_figure"]
+__all__ = ["tri_planar", "case_figure", "comparison_figure"]
 
 
 def _np(x) -> np.ndarray:
@@ -69,6 +69,47 @@ def case_figure(
         ax.imshow(xr[i], cmap="gray", vmin=0.0, vmax=1.0)
         ax.set_title("frontal DRR" if i == 0 else "lateral DRR")
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return str(path)
+
+
+def comparison_figure(
+    target,
+    reconstructions: Mapping[str, object],
+    path: str | os.PathLike,
+    title: str = "",
+    index: Sequence[int] | None = None,
+) -> str:
+    """Write a PNG laid out like the paper's Figure 2: rows axial / coronal / sagittal; columns the
+    target, each reconstruction and the absolute difference |reconstruction - target| of each
+    (volumes ``(1, D, H, W)`` or ``(D, H, W)`` in [0, 1]). Returns the path written (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = _np(target)
+    columns = [("target", tri_planar(t, index), "gray", 1.0)]
+    for name, vol in reconstructions.items():
+        columns.append((name, tri_planar(vol, index), "gray", 1.0))
+    for name, vol in reconstructions.items():
+        columns.append((f"|{name} - target|", tri_planar(np.abs(_np(vol) - t), index), "magma", 0.5))
+    fig, axes = plt.subplots(3, len(columns), figsize=(2.8 * len(columns), 8.4), squeeze=False)
+    for c, (name, planes, cmap, vmax) in enumerate(columns):
+        for r, (img, plane) in enumerate(zip(planes, ("axial", "coronal", "sagittal"))):
+            ax = axes[r, c]
+            ax.imshow(img, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(plane)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
