@@ -1,0 +1,280 @@
+"""Inference on files: X-ray readers, mixed input folders, CT round trip, bad input, evaluation config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from duolift_bundle.data.xray_io import XRayInputError, load_xray, square_resize
+from duolift_bundle.inference import default_affine, inference_items, load_generator
+from duolift_bundle.networks import DuoLiftGenerator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_dicom_xray(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", modality: str = "DX", frames: int = 1, pixel_data: bool = True, window=None) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, modality
+    if pixel_data:
+        arr = np.asarray(pixels, dtype=np.uint16)
+        ds.Rows, ds.Columns = arr.shape[-2:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        if frames > 1:
+            ds.NumberOfFrames = frames
+            arr = np.stack([arr] * frames)
+        if window is not None:
+            ds.WindowCenter, ds.WindowWidth = window
+        ds.PixelData = arr.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture()
+def gradient():
+    """A 40 x 60 image with a horizontal ramp (0..1000) and a bright square top-left."""
+    img = np.tile(np.round(np.linspace(0, 1000, 60)), (40, 1))
+    img[2:8, 12:18] = 4000
+    return img
+
+
+def test_png_reader_and_square_crop(tmp_path, gradient):
+    png = tmp_path / "x.png"
+    Image.fromarray((gradient / 4000 * 255).round().astype(np.uint8), "L").save(png)
+    out = load_xray(png, size=20)
+    assert out.shape == (20, 20) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    ref = square_resize((gradient - gradient.min()) / np.ptp(gradient), 20)  # centred 40 x 40 crop
+    np.testing.assert_allclose(out, ref, atol=1.5 / 255)
+
+
+@pytest.mark.parametrize("mode, message", [("RGB", "RGB image"), ("I;16", "16-bit image"), ("P", "a P image")])
+def test_png_reader_refuses_colour_and_16_bit(tmp_path, mode, message):
+    png = tmp_path / f"x_{mode.replace(';', '')}.png"
+    size = (16, 16)
+    Image.new(mode, size).save(png)
+    with pytest.raises(XRayInputError, match=message) as err:
+        load_xray(png)
+    assert str(png) in str(err.value)
+
+
+def test_dicom_monochrome1_is_inverted_and_windowed(tmp_path, gradient):
+    m2, m1 = tmp_path / "m2.dcm", tmp_path / "m1.dcm"
+    write_dicom_xray(m2, gradient)
+    write_dicom_xray(m1, gradient.max() - gradient, photometric="MONOCHROME1")
+    a, b = load_xray(m2, 20), load_xray(m1, 20)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # MONOCHROME1 stored inverted, displayed the same
+    assert a[2, 3] > 0.9  # the dense square is bright
+    # a window (centre 500, width 1000) clips the square to the ramp's top value
+    windowed = tmp_path / "w.dcm"
+    write_dicom_xray(windowed, gradient, window=(500, 1000))
+    w = load_xray(windowed, 20)
+    assert w.max() == pytest.approx(1.0) and w[2, 3] == pytest.approx(1.0, abs=1e-3)
+    assert w[10, 10] > a[10, 10]  # the ramp uses more of the range once the square is clipped
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"pixel_data": False}, "without pixel data"), ({"frames": 3}, "multi-frame"), ({"modality": "CT"}, "a CT slice, not a radiograph")],
+)
+def test_dicom_reader_refuses_non_radiographs(tmp_path, gradient, kwargs, message):
+    path = tmp_path / "bad.dcm"
+    write_dicom_xray(path, gradient, **kwargs)
+    with pytest.raises(XRayInputError, match=message):
+        load_xray(path)
+
+
+def test_nifti_reader_needs_2d(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.raises(XRayInputError, match="must be 2D"):
+        load_xray(tmp_path / "v.nii.gz")
+    with pytest.raises(XRayInputError, match="file not found"):
+        load_xray(tmp_path / "none.png")
+
+
+def test_missing_lateral_view_in_double_view_mode(tmp_path):
+    case = tmp_path / "in" / "patient1"
+    case.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(case / "frontal.png")
+    with pytest.raises(XRayInputError, match=r"patient1: the 2-view model needs frontal and lateral X-rays; no lateral"):
+        inference_items(tmp_path / "in", views=2)
+    assert inference_items(tmp_path / "in", views=1)[0]["frontal"].endswith("frontal.png")
+
+
+def test_checkpoint_of_another_configuration(tmp_path):
+    ckpt = tmp_path / "model.pt"
+    torch.save(DuoLiftGenerator(views=1, image_size=32, volume_size=32, width=1 / 16).state_dict(), ckpt)
+    with pytest.raises(ValueError, match=r"model.pt: checkpoint does not fit this network configuration .* of another shape"):
+        load_generator(DuoLiftGenerator(views=2, image_size=32, volume_size=32, width=1 / 16), ckpt)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_generator(DuoLiftGenerator(image_size=32, volume_size=32, width=1 / 16), tmp_path / "none.pt")
+
+
+# ---------------------------------------------------------------- the configs, end to end
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save(DuoLiftGenerator(image_size=32, volume_size=32, width=1 / 16).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared32(tmp_path_factory) -> Path:
+    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.data.prepare import PrepareOptions
+    from duolift_bundle.transforms.drr import DRRGeometry
+
+    out = tmp_path_factory.mktemp("prepared32")
+    options = PrepareOptions(lazy=True, size=32, geometry=DRRGeometry(output_size=32).to_dict())
+    make_phantom_set(out, n=3, size=32, seed=40, options=options, progress=False)
+    datalist = json.loads((out / "datalist.json").read_text())
+    cases = datalist["training"] + datalist["validation"] + datalist["test"]
+    datalist.update(training=[], validation=[], test=cases)
+    (out / "datalist.json").write_text(json.dumps(datalist))
+    return out
+
+
+def bundle(run_id: str, config: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config, *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def mixed_inputs(prepared32: Path, folder: Path) -> None:
+    """PNG pair, DICOM pair, NIfTI pair (three phantoms' DRRs) and a raw CT file."""
+    cases = sorted(p for p in prepared32.iterdir() if p.is_dir() and p.name.startswith("phantom"))
+    for kind, case in zip(("png", "dcm", "nii"), cases):
+        target = folder / f"case_{kind}"
+        target.mkdir(parents=True)
+        for view in ("frontal", "lateral"):
+            arr = np.asarray(nib.load(case / f"xray_{view}.nii.gz").dataobj)
+            if kind == "png":
+                Image.fromarray((arr * 255).round().astype(np.uint8), "L").save(target / f"{view}.png")
+            elif kind == "dcm":
+                write_dicom_xray(target / f"{view}.dcm", (arr * 4000).round())
+            else:
+                shutil.copy(case / f"xray_{view}.nii.gz", target / f"{view}.nii.gz")
+    shutil.copy(prepared32 / "raw" / f"{cases[0].name}.nii.gz", folder / "ct_case.nii.gz")
+
+
+@pytest.mark.slow
+def test_inference_on_a_mixed_folder(prepared32, small_model, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    mixed_inputs(prepared32, inputs)
+    result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out),
+                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--save_unit", "True")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())["cases"]
+    assert sorted(c["case"] for c in summary) == ["case_dcm", "case_nii", "case_png", "ct_case"]
+    for row in summary:
+        hu = nib.load(out / row["case"] / "recon_hu.nii.gz")
+        unit = nib.load(out / row["case"] / "recon_unit.nii.gz")
+        assert hu.shape == (32, 32, 32)
+        data = hu.get_fdata()
+        assert -1024.0 <= data.min() and data.max() <= 1476.0
+        np.testing.assert_allclose(data, unit.get_fdata() * 2500 - 1024, atol=1e-3)
+        assert {"frontal_psnr", "frontal_ssim", "lateral_psnr", "lateral_ssim"} <= set(row)
+        expected = default_affine(32) if row["kind"] == "xray" else nib.load(prepared32 / "phantom_0040" / "ct.nii.gz").affine
+        np.testing.assert_allclose(hu.affine, expected, atol=1e-4)
+    assert "ct_case (ct): wrote" in result.stderr and "projection consistency" in result.stderr
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_failed_case_keeps_finished_ones(prepared32, small_model, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    mixed_inputs(prepared32, inputs)
+    (inputs / "ct_case.nii.gz").unlink()
+    bad = inputs / "zz_bad"  # sorted last
+    bad.mkdir()
+    Image.new("RGB", (32, 32)).save(bad / "frontal.png")
+    Image.new("RGB", (32, 32)).save(bad / "lateral.png")
+    result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out),
+                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--progress", "False")  # fmt: skip
+    assert result.returncode != 0
+    assert f"{bad / 'frontal.png'}: a RGB image" in result.stderr
+    assert sorted(p.parent.name for p in out.rglob("recon_hu.nii.gz")) == ["case_dcm", "case_nii", "case_png"]
+    assert not list(out.rglob("*.tmp*")) and not (out / "zz_bad").exists()
+
+
+def test_unwritable_output_folder(small_model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(tmp_path), "--output_dir", str(blocker / "out"),
+                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625")  # fmt: skip
+    assert result.returncode != 0
+    assert f"{blocker / 'out'}: output folder is not writable" in result.stderr
+
+
+@pytest.mark.slow
+def test_inference_on_the_real_chest_ct(real_ct_dir, tmp_path):
+    """The real CT of ../shared/data through its DRRs at the paper's 128^3 (a 1/16-width model):
+    the NIfTI lands in the CT's world space (the affine of the prepared protocol volume)."""
+    from duolift_bundle.data.prepare import PrepareOptions, prepare
+
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    torch.save(DuoLiftGenerator(width=1 / 16).state_dict(), model)
+    prepared = tmp_path / "prepared"
+    prepare(str(real_ct_dir), str(prepared), PrepareOptions(), progress=False)
+    case = next(p for p in prepared.iterdir() if (p / "ct.nii.gz").exists())
+    out = tmp_path / "out"
+    result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(real_ct_dir), "--output_dir", str(out),
+                    "--ckpt_path", str(model), "--width", "0.0625")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    written = list(out.rglob("recon_hu.nii.gz"))
+    assert len(written) == 1
+    img = nib.load(written[0])
+    assert img.shape == (128, 128, 128)
+    np.testing.assert_allclose(img.affine, nib.load(case / "ct.nii.gz").affine, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_evaluate_config_on_phantoms(prepared32, small_model, tmp_path):
+    out = tmp_path / "eval"
+    common = ["--dataset_dir", str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625",
+              "--lung_segmenter", "classical", "--vessel_segmenter", "frangi", "--lpips", "False"]  # fmt: skip
+    result = bundle("evaluating", "configs/evaluate.yaml", *common, "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("case,psnr_2d,psnr_3d,ssim_2d,ssim_3d,mae,dice_lung,dice_vessel")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == 3 and summary["lung_segmenter"].startswith("classical")
+    table = (out / "table.md").read_text()
+    assert "| DuoLift-double-view |" in table and "±" in table and "offline fallback" in table
+    assert len(list((out / "figures").glob("*.png"))) == 3
+    assert not (out / "reconstructions").exists()  # save_recon is off by default
+    x2ct = tmp_path / "eval_x2ct"
+    assert bundle("evaluating", "configs/evaluate.yaml", *common, "--output_dir", str(x2ct), "--metric_mode", "x2ct").returncode == 0
+    s2 = json.loads((x2ct / "summary.json").read_text())
+    delta = s2["metrics"]["psnr_3d"]["mean"] - summary["metrics"]["psnr_3d"]["mean"]
+    assert delta == pytest.approx(4.286, abs=1e-3)
+
+
+def test_evaluate_without_weights_names_the_missing_file(prepared32, small_model, tmp_path):
+    env_home = tmp_path / "torch"
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", "configs/evaluate.yaml", "--dataset_dir",
+         str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--output_dir", str(tmp_path / "e")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "TORCH_HOME": str(env_home), "DUOLIFT_VGG16_WEIGHTS": "", "DUOLIFT_LUNGMASK_WEIGHTS": ""},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "vgg16-397923af.pth not found" in result.stderr and str(env_home / "hub" / "checkpoints") in result.stderr
