@@ -74,8 +74,8 @@ def inference_items(source: str | os.PathLike, views: int = 2) -> list[dict]:
     if not os.path.exists(src):
         raise FileNotFoundError(f"{src}: inference input not found")
     entries = [src] if os.path.isfile(src) else [os.path.join(src, n) for n in sorted(os.listdir(src)) if not n.startswith(".")]
-    if os.path.isdir(src) and find_view_files(src):
-        entries = [src]  # the folder itself is one X-ray case
+    if os.path.isdir(src) and (find_view_files(src) or _holds_dicom(src)):
+        entries = [src]  # the folder itself is one case (X-rays, or one DICOM CT series)
     items: list[dict] = []
     for entry in entries:
         if os.path.isdir(entry) and find_view_files(entry):
@@ -98,6 +98,13 @@ def inference_items(source: str | os.PathLike, views: int = 2) -> list[dict]:
     if dupes:
         raise ValueError(f"{src}: several inputs map to the same case name(s) {dupes}; rename them")
     return items
+
+
+def _holds_dicom(folder: str) -> bool:
+    from duolift_bundle.data.sources import is_dicom_file
+
+    names = sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n)))[:20]
+    return any(is_dicom_file(os.path.join(folder, n)) for n in names)
 
 
 class LoadInferenceCased(Transform):

@@ -194,7 +194,8 @@ def test_inference_on_a_mixed_folder(prepared32, small_model, tmp_path):
         assert {"frontal_psnr", "frontal_ssim", "lateral_psnr", "lateral_ssim"} <= set(row)
         expected = default_affine(32) if row["kind"] == "xray" else nib.load(prepared32 / "phantom_0040" / "ct.nii.gz").affine
         np.testing.assert_allclose(hu.affine, expected, atol=1e-4)
-    assert "ct_case (ct): wrote" in result.stderr and "projection consistency" in result.stderr
+    log = result.stdout + result.stderr
+    assert "ct_case (ct): wrote" in log and "projection consistency" in log
     assert not list(out.rglob("*.tmp*"))
 
 
