@@ -16,14 +16,30 @@ from duolift_bundle.data.phantoms import make_phantom_set
 from duolift_bundle.data.prepare import PrepareOptions, format_summary
 
 
-def main(out: str, n: int = 12, size: int = 128, seed: int = 0, workers: int = 1, lazy: bool = True, progress: bool = True) -> None:
+def main(
+    out: str,
+    n: int = 12,
+    size: int = 128,
+    seed: int = 0,
+    workers: int = 1,
+    lazy: bool = True,
+    progress: bool = True,
+    volume_size: int | None = None,
+) -> None:
     """Write N phantoms of SIZE^3 voxels (320 mm field of view) starting at SEED into OUT.
+
+    VOLUME_SIZE is the prepared volume and DRR size (the protocol's ``size``; default SIZE), e.g.
+    ``--size 64`` gives 64^3 volumes with 64 x 64 DRRs for quick CPU training.
 
     The phantoms are generated on the protocol's own 320 mm grid, so the 1 mm resampling of the
     protocol is near the identity; LAZY (default on) fuses its spatial steps into one interpolation
     (MONAI lazy resampling), which makes a dozen phantoms take seconds. --nolazy runs them eagerly.
     """
-    summary = make_phantom_set(out, n=n, size=size, seed=seed, workers=workers, options=PrepareOptions(lazy=lazy), progress=progress)
+    from duolift_bundle.transforms.drr import DRRGeometry
+
+    vs = volume_size or size
+    options = PrepareOptions(lazy=lazy, size=vs, geometry=DRRGeometry(output_size=vs).to_dict())
+    summary = make_phantom_set(out, n=n, size=size, seed=seed, workers=workers, options=options, progress=progress)
     print(format_summary(summary))
     sys.exit(1 if summary["failed"] else 0)
 

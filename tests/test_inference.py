@@ -279,3 +279,24 @@ def test_evaluate_without_weights_names_the_missing_file(prepared32, small_model
     )  # fmt: skip
     assert result.returncode != 0
     assert "vgg16-397923af.pth not found" in result.stderr and str(env_home / "hub" / "checkpoints") in result.stderr
+
+
+def test_make_figure_script(tmp_path):
+    """Columns: target, each reconstruction and each |difference|: two reconstructions give a
+    figure 5/3 as wide as one; HU and [0, 1] inputs are both accepted; shape mismatches refused."""
+    rng = np.random.default_rng(0)
+    target = rng.random((16, 16, 16)).astype(np.float32)
+    nib.save(nib.Nifti1Image(target, np.eye(4)), tmp_path / "ct.nii.gz")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image((target * 2500 - 1024).astype(np.float32), np.eye(4)), tmp_path / name / "recon_hu.nii.gz")
+    script = [sys.executable, str(ROOT / "scripts" / "make_figure.py"), "--target", str(tmp_path / "ct.nii.gz")]
+    one = subprocess.run(script + ["--recon", str(tmp_path / "a" / "recon_hu.nii.gz"), "--out", str(tmp_path / "one.png")], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(script + ["--recon", f"[{tmp_path / 'a' / 'recon_hu.nii.gz'},{tmp_path / 'b' / 'recon_hu.nii.gz'}]", "--out", str(tmp_path / "two.png")], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    w1, w2 = Image.open(tmp_path / "one.png").size[0], Image.open(tmp_path / "two.png").size[0]
+    assert w2 / w1 == pytest.approx(5 / 3, rel=0.02)
+    nib.save(nib.Nifti1Image(target[:8], np.eye(4)), tmp_path / "small.nii.gz")
+    bad = subprocess.run(script + ["--recon", str(tmp_path / "small.nii.gz"), "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "differs from the target" in bad.stderr

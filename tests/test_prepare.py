@@ -161,6 +161,11 @@ def test_make_phantoms_script(tmp_path):
     doc = json.loads((tmp_path / "datalist.json").read_text())
     assert sorted(e["case"] for s in ("training", "validation", "test") for e in doc[s]) == ["phantom_0007", "phantom_0008", "phantom_0009"]
     assert Path(tmp_path / "raw" / "phantom_0007_vessel_label.nii.gz").exists()
+    # --size sets the prepared volume and DRR size too (quick 64^3 training data)
+    import nibabel as nib
+
+    assert nib.load(tmp_path / "phantom_0007" / "ct.nii.gz").shape == (64, 64, 64)
+    assert nib.load(tmp_path / "phantom_0007" / "xray_frontal.nii.gz").shape == (64, 64)
 
 
 def test_atomic_writes_leave_nothing_on_error(tmp_path):
