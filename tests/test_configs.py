@@ -86,3 +86,20 @@ def test_check_overrides_names_the_unknown_key():
     assert check_overrides(files, argv)
     with pytest.raises(ConfigError, match="--max_epoch "):
         check_overrides(files, argv + ["--max_epoch", "3"])
+
+
+@pytest.mark.parametrize(
+    "config, run_id, ids",
+    [
+        ("inference.yaml", "inferring", ["network_def", "inferer", "preprocessing", "postprocessing", "dataset", "evaluator", "output_dir", "ckpt_path"]),
+        ("evaluate.yaml", "evaluating", ["network_def", "inferer", "postprocessing", "dataset", "evaluator", "output_dir", "ckpt_path"]),
+        ("train.yaml", "training", ["bundle_root", "device", "dataset_dir", "ckpt_dir", "output_dir", "train#trainer", "train#dataset", "train#handlers", "train#inferer", "validate#evaluator", "validate#handlers"]),
+    ],
+)
+def test_bundle_configs_define_the_monai_ids(config, run_id, ids):
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / config))
+    for key in ids + ["initialize", "run", "finalize", run_id]:
+        assert key in parser, f"{config} lacks {key}"
+    parser.update({"width": 0.0625, "size": 32, "bundle_root": str(ROOT)})
+    assert isinstance(parser.get_parsed_content("network_def"), DuoLiftGenerator)
