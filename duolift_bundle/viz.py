@@ -38,6 +38,19 @@ def tri_planar(volume, index: Sequence[int] | None = None) -> tuple[np.ndarray, 
     return v[z], v[:, y], v[:, :, x]
 
 
+def _save(fig, path: str | os.PathLike, title: str = "") -> str:
+    """Title, tight layout, atomic PNG write, close."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return str(path)
+
+
 def case_figure(
     ct,
     path: str | os.PathLike,
@@ -69,13 +82,7 @@ def case_figure(
         ax.imshow(xr[i], cmap="gray", vmin=0.0, vmax=1.0)
         ax.set_title("frontal DRR" if i == 0 else "lateral DRR")
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path, title)
 
 
 def comparison_figure(
@@ -110,10 +117,4 @@ def comparison_figure(
                 ax.set_title(name, fontsize=9)
             if c == 0:
                 ax.set_ylabel(plane)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path, title)

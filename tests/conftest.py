@@ -85,3 +85,22 @@ def write_dicom_series(
             delattr(ds, tag)
         ds.save_as(folder / f"img{name_idx:03d}_{series_number}", enforce_file_format=True)
     return series_uid
+
+
+def make_small_prepared(out: Path, n: int, seed: int, size: int = 32, splits: tuple[int, int, int] | None = None) -> Path:
+    """``n`` phantoms prepared at ``size``^3 with ``size`` px DRRs into ``out``; ``splits`` =
+    (training, validation, test) counts rewrites the datalist (default: all in test)."""
+    import json
+
+    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.data.prepare import PrepareOptions
+    from duolift_bundle.transforms.drr import DRRGeometry
+
+    options = PrepareOptions(lazy=True, size=size, geometry=DRRGeometry(output_size=size).to_dict())
+    make_phantom_set(out, n=n, size=size, seed=seed, options=options, progress=False)
+    datalist = json.loads((out / "datalist.json").read_text())
+    cases = datalist["training"] + datalist["validation"] + datalist["test"]
+    n_train, n_val, _ = splits or (0, 0, n)
+    datalist.update(training=cases[:n_train], validation=cases[n_train : n_train + n_val], test=cases[n_train + n_val :])
+    (out / "datalist.json").write_text(json.dumps(datalist))
+    return out

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import make_small_prepared
 from duolift_bundle.data.xray_io import XRayInputError, load_xray, square_resize
 from duolift_bundle.inference import default_affine, inference_items, load_generator
 from duolift_bundle.networks import DuoLiftGenerator
@@ -139,18 +140,7 @@ def small_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared32(tmp_path_factory) -> Path:
-    from duolift_bundle.data.phantoms import make_phantom_set
-    from duolift_bundle.data.prepare import PrepareOptions
-    from duolift_bundle.transforms.drr import DRRGeometry
-
-    out = tmp_path_factory.mktemp("prepared32")
-    options = PrepareOptions(lazy=True, size=32, geometry=DRRGeometry(output_size=32).to_dict())
-    make_phantom_set(out, n=3, size=32, seed=40, options=options, progress=False)
-    datalist = json.loads((out / "datalist.json").read_text())
-    cases = datalist["training"] + datalist["validation"] + datalist["test"]
-    datalist.update(training=[], validation=[], test=cases)
-    (out / "datalist.json").write_text(json.dumps(datalist))
-    return out
+    return make_small_prepared(tmp_path_factory.mktemp("prepared32"), n=3, seed=40)
 
 
 def bundle(run_id: str, config: str, *args: str) -> subprocess.CompletedProcess:

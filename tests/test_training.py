@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import make_small_prepared
 from duolift_bundle.engines import DuoLiftTrainer, NonFiniteLossError
 from duolift_bundle.losses import DuoLiftGeneratorLoss
 from duolift_bundle.networks import DuoLiftGenerator, WithAuxiliaryOutputs
@@ -41,18 +42,7 @@ def run_training(configs: list[str], data: Path, out: Path, *extra: str, size: s
 @pytest.fixture(scope="module")
 def phantoms32(tmp_path_factory) -> Path:
     """Four phantoms prepared at 32^3 (DRRs at 32 px); three for training, one for validation."""
-    from duolift_bundle.data.phantoms import make_phantom_set
-    from duolift_bundle.data.prepare import PrepareOptions
-    from duolift_bundle.transforms.drr import DRRGeometry
-
-    out = tmp_path_factory.mktemp("phantoms32")
-    options = PrepareOptions(lazy=True, size=32, geometry=DRRGeometry(output_size=32).to_dict())
-    make_phantom_set(out, n=4, size=32, seed=20, options=options, progress=False)
-    datalist = json.loads((out / "datalist.json").read_text())
-    cases = datalist["training"] + datalist["validation"] + datalist["test"]
-    datalist.update(training=cases[:3], validation=cases[3:], test=[])
-    (out / "datalist.json").write_text(json.dumps(datalist))
-    return out
+    return make_small_prepared(tmp_path_factory.mktemp("phantoms32"), n=4, seed=20, splits=(3, 1, 0))
 
 
 def load_checkpoint(path: Path) -> dict:
