@@ -103,3 +103,22 @@ def test_bundle_configs_define_the_monai_ids(config, run_id, ids):
         assert key in parser, f"{config} lacks {key}"
     parser.update({"width": 0.0625, "size": 32, "bundle_root": str(ROOT)})
     assert isinstance(parser.get_parsed_content("network_def"), DuoLiftGenerator)
+
+
+def test_train_config_reads_x2ct_hdf5_folders(tmp_path):
+    """data_format x2ct: the training / validation datasets come from X2CT-GAN's HDF5 layout,
+    split by names files like their train.txt."""
+    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.data.prepare import PrepareOptions
+    from duolift_bundle.transforms.drr import DRRGeometry
+
+    options = PrepareOptions(lazy=True, size=32, geometry=DRRGeometry(output_size=32).to_dict(), formats=("nifti", "x2ct-h5"))
+    make_phantom_set(tmp_path, n=3, size=32, seed=60, options=options, progress=False)
+    (tmp_path / "train.txt").write_text("phantom_0060\nphantom_0061\n")
+    (tmp_path / "val.txt").write_text("phantom_0062\n")
+    parser = parse(data_format="x2ct", x2ct_root=str(tmp_path), x2ct_train_names=str(tmp_path / "train.txt"), x2ct_val_names=str(tmp_path / "val.txt"))
+    train, val = parser.get_parsed_content("train#dataset"), parser.get_parsed_content("validate#dataset")
+    assert len(train) == 2 and len(val) == 1
+    item = train[0]
+    assert tuple(item["ct"].shape) == (1, 32, 32, 32) and tuple(item["xray"].shape) == (2, 32, 32)
+    assert tuple(item["lung_mask"].shape) == (1, 32, 32, 32)

@@ -300,5 +300,5 @@ def make_dataset(
     if data_format == "x2ct":
         if x2ct_root is None:
             raise ValueError("data_format 'x2ct' needs x2ct_root")
-        return x2ct_h5_dataset(x2ct_root, x2ct_names_file, views=views, size=size, num_workers=num_workers)
+        return x2ct_h5_dataset(x2ct_root, x2ct_names_file, views=views, size=size, xray_size=size, num_workers=num_workers)
     raise ValueError(f"data_format must be 'prepared' or 'x2ct', got {data_format!r}")
