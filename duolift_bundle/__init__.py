@@ -2,8 +2,14 @@
 
 The package holds everything the bundle configs reference by ``_target_``:
 
-- :mod:`duolift_bundle.data` -- CT readers, X2CT HDF5 layout, phantoms, preparation, datalists
+- :mod:`duolift_bundle.data` -- CT and X-ray readers, X2CT HDF5 layout, phantoms, preparation, datalists
 - :mod:`duolift_bundle.transforms` -- the 128^3 CT protocol, DRR projection, lung masks
+- :mod:`duolift_bundle.networks` -- DuoLift generator, 3D discriminator, X2CT-style baseline
+- :mod:`duolift_bundle.losses` -- the paper's Eq. 1-8
+- :mod:`duolift_bundle.engines` -- the GAN / CNN trainer, checkpoint and seeding handlers, config checks
+- :mod:`duolift_bundle.inference` / :mod:`duolift_bundle.evaluation` -- inference on files, the evaluation chain
+- :mod:`duolift_bundle.metrics` -- PSNR, SSIM, LPIPS, MAE, anatomical DICE
+- :mod:`duolift_bundle.weights` -- the offline-first resolver of pretrained weights
 - :mod:`duolift_bundle.viz` -- figures
 
 Axis convention (the one convention of the whole bundle, see ``docs/README.md``): a CT volume is
