@@ -167,6 +167,16 @@ class DuoLiftTrainer(Trainer):
                 "lower the learning rate or check the data, then resume with --resume true."
             )
 
+    def _backward(self, engine: Any, name: str, terms: dict, scaler, optimizer, n: int, step_now: bool) -> float:
+        """Check the loss, backward ``loss / n`` (accumulation), step and clear at window ends."""
+        self._check_finite(name, terms["loss"], engine)
+        scaler.scale(terms["loss"] / n).backward()
+        if step_now:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        return float(terms["loss"].detach())
+
     def _discriminate(self, volume: torch.Tensor, xray: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         assert self.d_network is not None
         return self.d_network(volume, xray if self.d_condition else None, mask if self.d_masked else None)
@@ -206,13 +216,7 @@ class DuoLiftTrainer(Trainer):
             self.d_network.train()
             with autocast:
                 d_terms = self.d_loss_function(self._discriminate(ct, xray, mask), self._discriminate(pred.detach(), xray, mask))
-            self._check_finite("d_loss", d_terms["loss"], engine)
-            self.d_scaler.scale(d_terms["loss"] / n).backward()
-            if step_now:
-                self.d_scaler.step(self.d_optimizer)
-                self.d_scaler.update()
-                self.d_optimizer.zero_grad(set_to_none=True)
-            output["d_loss"] = float(d_terms["loss"].detach())
+            output["d_loss"] = self._backward(engine, "d_loss", d_terms, self.d_scaler, self.d_optimizer, n, step_now)
             output.update({k: float(v.detach()) for k, v in d_terms.items() if k != "loss"})
 
         fake_logits = None
@@ -220,13 +224,7 @@ class DuoLiftTrainer(Trainer):
             if self.d_network is not None:
                 fake_logits = self._discriminate_frozen(pred, xray, mask)
             g_terms = self.g_loss_function(pred, ct, mask, fake_logits, aux)
-        self._check_finite("g_loss", g_terms["loss"], engine)
-        self.g_scaler.scale(g_terms["loss"] / n).backward()
-        if step_now:
-            self.g_scaler.step(self.g_optimizer)
-            self.g_scaler.update()
-            self.g_optimizer.zero_grad(set_to_none=True)
-        output["g_loss"] = float(g_terms["loss"].detach())
+        output["g_loss"] = self._backward(engine, "g_loss", g_terms, self.g_scaler, self.g_optimizer, n, step_now)
         output["loss"] = output["g_loss"]  # the key MONAI's default handler settings (e.g. --tracking mlflow) read
         output.update({k: float(v.detach()) for k, v in g_terms.items() if k != "loss"})
         return output
