@@ -23,6 +23,7 @@ from duolift_bundle.io_utils import atomic_path
 __all__ = [
     "FullCheckpointSaver",
     "BestModelSaver",
+    "FinalModelSaver",
     "EpochSeedHandler",
     "latest_checkpoint",
     "is_main_process",
@@ -136,9 +137,6 @@ class BestModelSaver:
     def attach_final(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.COMPLETED, self._final)
 
-    def final_handler(self) -> "_AttachFinal":
-        """A handler for a trainer's handler list that calls :meth:`attach_final` on it."""
-        return _AttachFinal(self)
 
     def _write(self) -> None:
         if is_main_process():
@@ -166,7 +164,10 @@ class BestModelSaver:
         self.best_epoch = state["best_epoch"]
 
 
-class _AttachFinal:
+class FinalModelSaver:
+    """Trainer handler: when training completes without any validation, write the final
+    generator where ``saver`` (a :class:`BestModelSaver` on the evaluator) writes the best one."""
+
     def __init__(self, saver: BestModelSaver) -> None:
         self.saver = saver
 

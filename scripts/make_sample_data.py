@@ -1,0 +1,74 @@
+"""Rebuild the sample data embedded in the package (``duolift_bundle/sample_data``).
+
+    python scripts/make_sample_data.py --real_ct ../shared/data/chest-ct-dicom/normal001
+
+Writes, through the bundle's own preparation (128^3 protocol, DRRs, lung masks):
+
+- ``normal001/``: the real chest CT of COVID-CT-MD (Afshar et al. 2021, CC BY 4.0; see
+  ``docs/data_license.txt``) with its two DRRs and lung mask;
+- ``phantom_0500/``, ``phantom_0501/``: seeded synthetic phantoms (with lung / vessel labels);
+- ``datalist.json`` listing all three under ``test``.
+
+To keep the package small, each ``ct.nii.gz`` stores integer HU + 1024 (0..2500) as int16 with
+the NIfTI scale slope 1/2500, so it loads as the same [0, 1] volume quantised to 1 HU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import fire
+import nibabel as nib
+import numpy as np
+
+from duolift_bundle.constants import HU_MAX, HU_MIN
+from duolift_bundle.data.phantoms import make_phantom_set
+from duolift_bundle.data.prepare import PrepareOptions, prepare
+from duolift_bundle.io_utils import atomic_dir
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "duolift_bundle" / "sample_data"
+
+
+def _shrink_ct(path: Path) -> None:
+    img = nib.load(path)
+    unit = np.asarray(img.dataobj, dtype=np.float64)
+    steps = np.clip(np.round(unit * (HU_MAX - HU_MIN)), 0, HU_MAX - HU_MIN).astype(np.int16)
+    out = nib.Nifti1Image(steps, img.affine, img.header)
+    out.set_data_dtype(np.int16)
+    out.header.set_slope_inter(1.0 / (HU_MAX - HU_MIN), 0.0)
+    nib.save(out, path)
+
+
+def main(real_ct: str = os.path.join("..", "shared", "data", "chest-ct-dicom", "normal001"), out: str = str(SAMPLE_DIR)) -> None:
+    if not os.path.isdir(real_ct):
+        sys.exit(f"{real_ct}: the real chest CT is not there (see docs/data_license.txt for its source)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        summary = prepare(real_ct, str(tmp / "real"), PrepareOptions(), progress=False)
+        if summary["failed"]:
+            sys.exit(f"preparing {real_ct} failed: {summary['failed']}")
+        make_phantom_set(tmp / "phantoms", n=2, size=128, seed=500, options=PrepareOptions(lazy=True), progress=False)
+        with atomic_dir(out) as target:
+            cases = []
+            for src in sorted((tmp / "real").iterdir()) + sorted((tmp / "phantoms").iterdir()):
+                if not (src / "ct.nii.gz").exists():
+                    continue
+                name = "normal001" if src.parent.name == "real" else src.name
+                shutil.copytree(src, target / name)
+                _shrink_ct(target / name / "ct.nii.gz")
+                entry = {"case": name}
+                for f in sorted((target / name).glob("*.nii.gz")):
+                    entry[f.name[: -len(".nii.gz")]] = f"{name}/{f.name}"
+                cases.append(entry)
+            (target / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "test": cases}, indent=1))
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    print(f"wrote {out} ({size / 1e6:.1f} MB): {', '.join(c['case'] for c in cases)}")
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
