@@ -35,7 +35,7 @@ from duolift_bundle.data.sources import discover_cases
 from duolift_bundle.data.xray_io import XRayInputError, find_view_files, load_xray
 from duolift_bundle.engines.trainer import unwrap
 from duolift_bundle.io_utils import atomic_path, write_json
-from duolift_bundle.metrics.image import _ssim_map, gaussian_window
+from duolift_bundle.metrics.image import psnr_image, ssim_image
 from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector
 
 __all__ = [
@@ -48,8 +48,6 @@ __all__ = [
     "ProjectionConsistencyd",
     "SaveReconstructiond",
     "InferenceSummary",
-    "image_psnr",
-    "image_ssim",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,17 +201,6 @@ def check_writable(folder: str | os.PathLike) -> bool:
     return True
 
 
-def image_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR of two 2D images in [0, 1] (MSE floored at 1e-10)."""
-    mse = max(float((pred.double() - target.double()).square().mean()), 1e-10)
-    return float(10 * np.log10(1.0 / mse))
-
-
-def image_ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """SSIM of two 2D images in [0, 1] (11-tap Gaussian window, sigma 1.5)."""
-    return float(_ssim_map(pred.double()[None, None], target.double()[None, None], gaussian_window(11, 1.5, 2), False).mean())
-
-
 class ProjectionConsistencyd(MapTransform):
     """Re-project ``pred`` with the DRR geometry of the inputs and compare with ``xray`` per view:
     adds ``"consistency": {"frontal_psnr", "frontal_ssim", ...}``."""
@@ -234,8 +221,8 @@ class ProjectionConsistencyd(MapTransform):
             reproj = self.projector(pred[None])[0]
         scores = {}
         for i, view in enumerate(self.views):
-            scores[f"{view}_psnr"] = round(image_psnr(reproj[i], xray[i]), 3)
-            scores[f"{view}_ssim"] = round(image_ssim(reproj[i], xray[i]), 4)
+            scores[f"{view}_psnr"] = round(psnr_image(reproj[i], xray[i]), 3)
+            scores[f"{view}_ssim"] = round(ssim_image(reproj[i], xray[i]), 4)
         d["consistency"] = scores
         return d
 

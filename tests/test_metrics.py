@@ -136,3 +136,16 @@ def test_lpips_missing_weights(tmp_path, monkeypatch):
     monkeypatch.delenv("DUOLIFT_VGG16_WEIGHTS", raising=False)
     with pytest.raises(WeightsNotFoundError, match="vgg16-397923af.pth.*download.pytorch.org"):
         SliceLPIPS()
+
+
+def test_image_metrics_against_scikit_image():
+    """The 2D metrics of the projection-consistency score (DRR of a reconstruction vs its input)."""
+    from duolift_bundle.metrics import psnr_image, ssim_image
+
+    pred, target = random_pair(5, (1, 32, 40))
+    p, t = pred[0], target[0]
+    assert psnr_image(p, t) == pytest.approx(peak_signal_noise_ratio(t, p, data_range=1.0), abs=1e-4)
+    ref = structural_similarity(t, p, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim_image(p, t) == pytest.approx(ref, abs=1e-4)
+    with pytest.raises(ValueError, match="two 2D images"):
+        psnr_image(p, t[:5])

@@ -36,6 +36,8 @@ __all__ = [
     "ssim_2d",
     "mae",
     "slices",
+    "psnr_image",
+    "ssim_image",
 ]
 
 #: PSNR difference of X2CT-GAN's code (peak 4095 on a 0..2500 scale) over the [0, 1] definition.
@@ -135,3 +137,22 @@ def ssim_2d(pred, target, axes: Sequence[int] = (0, 1, 2), win_size: int = 11, s
         per_slice = _ssim_map(ps, ts, window, sample_cov).flatten(1).mean(1)
         per_axis.append(float(per_slice.mean()))
     return sum(per_axis) / len(per_axis)
+
+
+def _image_pair(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
+    p, t = torch.as_tensor(pred).detach().double(), torch.as_tensor(target).detach().double()
+    if p.dim() != 2 or p.shape != t.shape:
+        raise ValueError(f"expected two 2D images of one shape, got {list(p.shape)} and {list(t.shape)}")
+    return p, t
+
+
+def psnr_image(pred, target) -> float:
+    """PSNR of two 2D images in [0, 1] (MSE floored at 1e-10), e.g. a DRR and a radiograph."""
+    p, t = _image_pair(pred, target)
+    return 10.0 * math.log10(1.0 / max(float((p - t).square().mean()), _MSE_FLOOR))
+
+
+def ssim_image(pred, target, win_size: int = 11, sigma: float = 1.5) -> float:
+    """SSIM of two 2D images in [0, 1] with the 2D Gaussian window of SSIM(2D)."""
+    p, t = _image_pair(pred, target)
+    return float(_ssim_map(p[None, None], t[None, None], gaussian_window(win_size, sigma, 2), False).mean())
