@@ -30,6 +30,7 @@ from ignite.engine import Engine, Events
 from monai.transforms import MapTransform, Transform
 
 from duolift_bundle.constants import CT_KEY, PRED_KEY, VIEWS, XRAY_KEY, unit_to_hu
+from duolift_bundle.data.ct_io import is_volume_file
 from duolift_bundle.data.phantoms import phantom_affine
 from duolift_bundle.data.sources import discover_cases
 from duolift_bundle.data.xray_io import XRayInputError, find_view_files, load_xray
@@ -71,7 +72,14 @@ def inference_items(source: str | os.PathLike, views: int = 2) -> list[dict]:
     src = os.fspath(source)
     if not os.path.exists(src):
         raise FileNotFoundError(f"{src}: inference input not found")
-    entries = [src] if os.path.isfile(src) else [os.path.join(src, n) for n in sorted(os.listdir(src)) if not n.startswith(".")]
+    if os.path.isfile(src):
+        entries = [src]
+    else:  # sub-folders and volume files; side files of a prepared set (datalist.json, README) are not cases
+        names = [n for n in sorted(os.listdir(src)) if not n.startswith(".")]
+        entries = [os.path.join(src, n) for n in names if os.path.isdir(os.path.join(src, n)) or is_volume_file(n)]
+        skipped = [n for n in names if os.path.join(src, n) not in entries]
+        if skipped:
+            logger.info("%s: not cases, skipped: %s", src, ", ".join(skipped))
     if os.path.isdir(src) and (find_view_files(src) or _holds_dicom(src)):
         entries = [src]  # the folder itself is one case (X-rays, or one DICOM CT series)
     items: list[dict] = []
@@ -182,7 +190,8 @@ def load_generator(network: torch.nn.Module, ckpt_path: str | os.PathLike, devic
         )
         raise ValueError(
             f"{path}: checkpoint does not fit this network configuration ({detail}); "
-            "pass the overrides the model was trained with (e.g. --views, --width, --lift, --dual_branch)"
+            "pass the overrides the model was trained with (e.g. --views, --width, --lift, --dual_branch; "
+            "the demo model shipped as models/model.pt needs configs/demo.yaml merged after the config)"
         )
     net.load_state_dict(state)
     return network.to(device).eval()

@@ -25,11 +25,15 @@ def main(
     lazy: bool = True,
     progress: bool = True,
     volume_size: int | None = None,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> None:
     """Write N phantoms of SIZE^3 voxels (320 mm field of view) starting at SEED into OUT.
 
     VOLUME_SIZE is the prepared volume and DRR size (the protocol's ``size``; default SIZE), e.g.
     ``--size 64`` gives 64^3 volumes with 64 x 64 DRRs for quick CPU training.
+
+    FRACTIONS are the training / validation / test shares of the seeded split in ``datalist.json``;
+    ``--fractions "[0,0,1]"`` puts every case in ``test`` (a held-out evaluation set).
 
     The phantoms are generated on the protocol's own 320 mm grid, so the 1 mm resampling of the
     protocol is near the identity; LAZY (default on) fuses its spatial steps into one interpolation
@@ -39,7 +43,7 @@ def main(
 
     vs = volume_size or size
     options = PrepareOptions(lazy=lazy, size=vs, geometry=DRRGeometry(output_size=vs).to_dict())
-    summary = make_phantom_set(out, n=n, size=size, seed=seed, workers=workers, options=options, progress=progress)
+    summary = make_phantom_set(out, n=n, size=size, seed=seed, workers=workers, options=options, progress=progress, fractions=tuple(fractions))
     print(format_summary(summary))
     sys.exit(1 if summary["failed"] else 0)
 

@@ -7,7 +7,9 @@ Writes, through the bundle's own preparation (128^3 protocol, DRRs, lung masks):
 - ``normal001/``: the real chest CT of COVID-CT-MD (Afshar et al. 2021, CC BY 4.0; see
   ``docs/data_license.txt``) with its two DRRs and lung mask;
 - ``phantom_0500/``, ``phantom_0501/``: seeded synthetic phantoms (with lung / vessel labels);
-- ``datalist.json`` listing all three under ``test``.
+- ``datalist.json`` listing all three under ``test``;
+- ``size64/``: the same three cases prepared at 64^3 (5 mm voxels, 64 x 64 DRRs), the size of
+  the CPU demo model (``configs/demo.yaml``), with its own ``datalist.json``.
 
 To keep the package small, each ``ct.nii.gz`` stores integer HU + 1024 (0..2500) as int16 with
 the NIfTI scale slope 1/2500, so it loads as the same [0, 1] volume quantised to 1 HU.
@@ -28,6 +30,7 @@ import numpy as np
 
 from duolift_bundle.constants import HU_MAX, HU_MIN
 from duolift_bundle.data.phantoms import make_phantom_set
+from duolift_bundle.transforms.drr import DRRGeometry
 from duolift_bundle.data.prepare import PrepareOptions, prepare
 from duolift_bundle.io_utils import atomic_dir
 
@@ -44,30 +47,48 @@ def _shrink_ct(path: Path) -> None:
     nib.save(out, path)
 
 
-def main(real_ct: str = os.path.join("..", "shared", "data", "chest-ct-dicom", "normal001"), out: str = str(SAMPLE_DIR)) -> None:
-    if not os.path.isdir(real_ct):
-        sys.exit(f"{real_ct}: the real chest CT is not there (see docs/data_license.txt for its source)")
+def _build(real_ct: str, target: Path, size: int) -> list[dict]:
+    """Prepare the real CT and the two phantoms at ``size`` into the (empty) folder ``target``."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        summary = prepare(real_ct, str(tmp / "real"), PrepareOptions(), progress=False)
+        options = dict(size=size, geometry=DRRGeometry(output_size=size).to_dict())  # DRRs at size x size too
+        summary = prepare(real_ct, str(tmp / "real"), PrepareOptions(**options), progress=False)
         if summary["failed"]:
             sys.exit(f"preparing {real_ct} failed: {summary['failed']}")
-        make_phantom_set(tmp / "phantoms", n=2, size=128, seed=500, options=PrepareOptions(lazy=True), progress=False)
-        with atomic_dir(out) as target:
-            cases = []
-            for src in sorted((tmp / "real").iterdir()) + sorted((tmp / "phantoms").iterdir()):
-                if not (src / "ct.nii.gz").exists():
-                    continue
-                name = "normal001" if src.parent.name == "real" else src.name
-                shutil.copytree(src, target / name)
-                _shrink_ct(target / name / "ct.nii.gz")
-                entry = {"case": name}
-                for f in sorted((target / name).glob("*.nii.gz")):
-                    entry[f.name[: -len(".nii.gz")]] = f"{name}/{f.name}"
-                cases.append(entry)
-            (target / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "test": cases}, indent=1))
-    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
-    print(f"wrote {out} ({size / 1e6:.1f} MB): {', '.join(c['case'] for c in cases)}")
+        make_phantom_set(tmp / "phantoms", n=2, size=size, seed=500, options=PrepareOptions(**options, lazy=True), progress=False)
+        cases = []
+        for src in sorted((tmp / "real").iterdir()) + sorted((tmp / "phantoms").iterdir()):
+            if not (src / "ct.nii.gz").exists():
+                continue
+            name = "normal001" if src.parent.name == "real" else src.name
+            shutil.copytree(src, target / name)
+            _shrink_ct(target / name / "ct.nii.gz")
+            entry = {"case": name}
+            for f in sorted((target / name).glob("*.nii.gz")):
+                entry[f.name[: -len(".nii.gz")]] = f"{name}/{f.name}"
+            cases.append(entry)
+        (target / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "test": cases}, indent=1))
+    return cases
+
+
+def main(
+    real_ct: str = os.path.join("..", "shared", "data", "chest-ct-dicom", "normal001"),
+    out: str = str(SAMPLE_DIR),
+    sizes: tuple[int, ...] = (128, 64),
+) -> None:
+    """Write the 128^3 sample into ``out`` and each other size into ``out/size<N>``."""
+    if not os.path.isdir(real_ct):
+        sys.exit(f"{real_ct}: the real chest CT is not there (see docs/data_license.txt for its source)")
+    for size in sorted({int(s) for s in (sizes if isinstance(sizes, (tuple, list)) else [sizes])}, reverse=True):
+        folder = Path(out) if size == 128 else Path(out) / f"size{size}"
+        with atomic_dir(folder) as target:
+            if size == 128 and folder.exists():  # keep the other sizes (and the README) of the old folder
+                for keep in [*folder.glob("size*"), folder / "README.md"]:
+                    if keep.exists():
+                        (shutil.copytree if keep.is_dir() else shutil.copy2)(keep, target / keep.name)
+            cases = _build(real_ct, target, size)
+        nbytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and "size" not in f.relative_to(folder).parts[0])
+        print(f"wrote {folder} ({size}^3, {nbytes / 1e6:.1f} MB): {', '.join(c['case'] for c in cases)}")
 
 
 if __name__ == "__main__":

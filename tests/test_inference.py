@@ -118,6 +118,19 @@ def test_missing_lateral_view_in_double_view_mode(tmp_path):
     assert inference_items(tmp_path / "in", views=1)[0]["frontal"].endswith("frontal.png")
 
 
+def test_side_files_of_a_prepared_set_are_not_cases(tmp_path):
+    """A prepared folder (the embedded sample, prepare_data.py output) holds datalist.json and a
+    README beside its case folders: those are skipped, the folders are X-ray cases."""
+    for name in ("case_b", "case_a"):
+        (tmp_path / name).mkdir()
+        for view in ("frontal", "lateral"):
+            Image.new("L", (8, 8)).save(tmp_path / name / f"xray_{view}.png")
+    (tmp_path / "datalist.json").write_text("{}")
+    (tmp_path / "README.md").write_text("notes")
+    items = inference_items(tmp_path, views=2)
+    assert [(i["case"], i["kind"]) for i in items] == [("case_a", "xray"), ("case_b", "xray")]
+
+
 def test_checkpoint_of_another_configuration(tmp_path):
     ckpt = tmp_path / "model.pt"
     torch.save(DuoLiftGenerator(views=1, image_size=32, volume_size=32, width=1 / 16).state_dict(), ckpt)

@@ -5,14 +5,21 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["sample_dir", "sample_datalist"]
+__all__ = ["SIZES", "sample_dir", "sample_datalist"]
 
 
-def sample_dir() -> Path:
-    """Folder of the embedded sample cases (a real chest CT and two phantoms, prepared)."""
-    return Path(str(resources.files("duolift_bundle") / "sample_data"))
+SIZES = (128, 64)
 
 
-def sample_datalist() -> Path:
-    """``datalist.json`` of the sample cases (all in the ``test`` split)."""
-    return sample_dir() / "datalist.json"
+def sample_dir(size: int = 128) -> Path:
+    """Folder of the embedded sample cases (a real chest CT and two phantoms) prepared at ``size``^3:
+    128 (the paper's protocol) or 64 (the size of the CPU demo model, ``configs/demo.yaml``)."""
+    if int(size) not in SIZES:
+        raise ValueError(f"the embedded sample is prepared at {SIZES[0]}^3 and {SIZES[1]}^3, not {size}^3")
+    root = Path(str(resources.files("duolift_bundle") / "sample_data"))
+    return root if int(size) == 128 else root / f"size{int(size)}"
+
+
+def sample_datalist(size: int = 128) -> Path:
+    """``datalist.json`` of the sample cases at ``size``^3 (all in the ``test`` split)."""
+    return sample_dir(size) / "datalist.json"
