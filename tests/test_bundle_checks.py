@@ -3,6 +3,7 @@ packages, MONAI's workflow properties of every config, and the shipped demo mode
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.metadata
 import json
@@ -192,7 +193,8 @@ def test_demo_model_matches_its_provenance():
     from duolift_bundle.inference import load_generator
 
     demo, path = _demo(), ROOT / "models" / "model.pt"
-    assert path.stat().st_size < 25e6 and _sha256(path) == demo["sha256"]
+    assert path.stat().st_size < 25e6
+    assert _sha256(path) == demo["sha256"], "models/model.pt is not the shipped demo model (retrained here? git checkout models/model.pt)"
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "demo.yaml", "train_demo.yaml")])
     parser["bundle_root"] = "."
@@ -230,3 +232,30 @@ def test_inference_yaml_on_the_embedded_sample(tmp_path):
         assert abs(psnr - demo["sample"][case]["psnr_3d"]) < 0.1, case  # the model card's numbers
         if case.startswith("phantom"):
             assert psnr > demo["baseline"]["heldout"]["psnr_3d"]["mean"] + 1.0
+
+
+@pytest.mark.slow
+def test_quickstart_reconstructs_the_sample(tmp_path):
+    """The README's first command (after set-up): NIfTI, metrics and figures of the sample's
+    reconstruction, the paths printed, and the metrics of the model card."""
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "scripts/quickstart.py", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    demo = _demo()
+    for case in ("normal001", "phantom_0500", "phantom_0501"):
+        recon = out / "reconstructions" / case / "recon_hu.nii.gz"
+        figure = out / "figures" / f"{case}.png"
+        assert str(recon) in result.stdout and str(figure) in result.stdout
+        assert figure.stat().st_size > 10_000
+        import nibabel as nib
+
+        # the reconstruction opens on top of its true CT: same grid, same affine
+        truth = nib.load(sample_dir(64) / case / "ct.nii.gz")
+        img = nib.load(recon)
+        assert img.shape == truth.shape == (64, 64, 64)
+        np.testing.assert_allclose(img.affine, truth.affine, atol=1e-4)
+    rows = {r["case"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
+    for case, expected in demo["sample"].items():
+        for key in ("psnr_3d", "ssim_3d"):
+            assert float(rows[case][key]) == pytest.approx(expected[key], abs=2e-3), (case, key)
+    assert "classical lung mask" in (out / "table.md").read_text()

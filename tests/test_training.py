@@ -110,6 +110,33 @@ def test_killed_run_resumes_to_the_uninterrupted_result(phantoms32, tmp_path):
     assert a["best_model"] == b["best_model"]
 
 
+@pytest.mark.parametrize("full_checkpoint", [False, True])
+def test_init_ckpt_starts_the_generator_from_weights(phantoms32, tmp_path, full_checkpoint):
+    """--init_ckpt (fine-tuning): G starts from a model.pt or a full checkpoint's generator;
+    weights of another configuration stop the run before training, naming the file."""
+    from monai.bundle import ConfigParser
+
+    torch.manual_seed(3)
+    source = DuoLiftGenerator(image_size=32, volume_size=32, width=0.0625)
+    path = tmp_path / "init.pt"
+    torch.save({"generator": source.state_dict(), "trainer": {}} if full_checkpoint else source.state_dict(), path)
+
+    def initialize(width: float):
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / f) for f in CNN])
+        parser.update({"bundle_root": str(ROOT), "dataset_dir": str(phantoms32), "size": 32, "width": width, "init_ckpt": str(path),
+                       "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "out" / "models")})  # fmt: skip
+        parser.get_parsed_content("initialize")
+        return parser.get_parsed_content("network")
+
+    net = initialize(0.0625)
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(net.state_dict()[name], tensor), name
+    with pytest.raises(RuntimeError) as error:  # MONAI wraps the ValueError of the expression
+        initialize(0.125)
+    assert "init.pt: checkpoint does not fit this network configuration" in str(error.value.__cause__)
+
+
 def test_resume_without_checkpoint_is_a_clear_error(phantoms32, tmp_path):
     result = run_training(CNN, phantoms32, tmp_path / "none", "--max_epochs", "1", "--resume", "True")
     assert result.returncode != 0
