@@ -33,7 +33,7 @@ from duolift_bundle.constants import CT_KEY, PRED_KEY, VIEWS, XRAY_KEY, unit_to_
 from duolift_bundle.data.ct_io import is_volume_file
 from duolift_bundle.data.phantoms import phantom_affine
 from duolift_bundle.data.sources import discover_cases
-from duolift_bundle.data.xray_io import XRayInputError, find_view_files, load_xray
+from duolift_bundle.data.xray_io import NORMALIZE, XRayInputError, find_view_files, load_xray
 from duolift_bundle.engines.trainer import unwrap
 from duolift_bundle.io_utils import atomic_path, write_json
 from duolift_bundle.metrics.image import psnr_image, ssim_image
@@ -116,9 +116,13 @@ def _holds_dicom(folder: str) -> bool:
 class LoadInferenceCased(Transform):
     """An item of :func:`inference_items` -> ``{"case", "kind", "xray" (V, S, S), "affine" (4, 4)}``
     (+ ``"ct"`` in [0, 1] for CT cases). CT cases run the raw-CT chain of the datasets (protocol,
-    table removal, DRRs) with ``protocol`` / ``drr`` settings."""
+    table removal, DRRs) with ``protocol`` / ``drr`` settings; X-ray files are scaled by
+    ``normalize`` (:func:`~duolift_bundle.data.xray_io.load_xray`)."""
 
-    def __init__(self, views: int = 2, size: int = 128, protocol: Optional[Mapping] = None, drr: Optional[Mapping] = None) -> None:
+    def __init__(self, views: int = 2, size: int = 128, protocol: Optional[Mapping] = None, drr: Optional[Mapping] = None, normalize: str = "max") -> None:
+        if normalize not in NORMALIZE:
+            raise ValueError(f"X-ray normalize must be one of {NORMALIZE}, got {normalize!r}")
+        self.normalize = normalize
         self.views = views
         self.size = size
         self.protocol = dict(protocol or {})
@@ -147,7 +151,7 @@ class LoadInferenceCased(Transform):
         item = dict(data)
         if item.get("kind") == "ct":
             return self._ct(item)
-        views = [load_xray(item[v], self.size) for v in VIEWS[: self.views]]
+        views = [load_xray(item[v], self.size, self.normalize) for v in VIEWS[: self.views]]
         return {
             "case": item["case"],
             "kind": "xray",

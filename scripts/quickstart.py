@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import csv
 import os
-import shlex
+import re
 import subprocess
 import sys
 import time
@@ -46,13 +46,12 @@ DEMO_SIZE = 64
 
 def command(out: str, ckpt: str, lpips: bool = False) -> list[str]:
     """The ``python -m monai.bundle run evaluating`` command line of the quick start."""
-    configs = [str(ROOT / "configs" / "evaluate.yaml"), str(ROOT / "configs" / "demo.yaml")]
+    configs = "['configs/evaluate.yaml','configs/demo.yaml']"  # relative to the bundle root (the cwd)
     return [
         sys.executable, "-m", "monai.bundle", "run", "evaluating",
-        "--config_file", repr(configs),
-        "--meta_file", str(ROOT / "configs" / "metadata.json"),
-        "--logging_file", str(ROOT / "configs" / "logging.conf"),
-        "--bundle_root", str(ROOT),
+        "--config_file", configs,
+        "--meta_file", "configs/metadata.json",
+        "--logging_file", "configs/logging.conf",
         "--dataset_dir", str(sample_dir(DEMO_SIZE)),
         "--ckpt_path", os.path.abspath(ckpt),
         "--output_dir", os.path.abspath(out),
@@ -79,7 +78,8 @@ def main(out: str = "demo", ckpt: str = str(ROOT / "models" / "model.pt"), lpips
     if not os.path.isfile(ckpt):
         sys.exit(f"{ckpt}: the demo model is not there (it ships in the repository as models/model.pt)")
     cmd = command(out, ckpt, lpips)
-    print("running:", shlex.join(["python", *cmd[1:]]), flush=True)
+    shown = ["python", *cmd[1:]]
+    print("running:", " ".join(a if re.fullmatch(r"[\w./=:+-]+", a) else f'"{a}"' for a in shown), flush=True)
     t0 = time.perf_counter()
     result = subprocess.run(cmd, cwd=ROOT)
     if result.returncode:

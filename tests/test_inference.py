@@ -101,6 +101,25 @@ def test_dicom_reader_refuses_non_radiographs(tmp_path, gradient, kwargs, messag
         load_xray(path)
 
 
+def test_prepared_drr_files_reach_the_network_as_in_training(tmp_path):
+    """A frontal DRR is max-normalised with a minimum well above 0 (the body fills the field):
+    the default "max" scaling leaves such a file unchanged; "minmax" stretches it."""
+    from duolift_bundle.data.sample import sample_dir
+
+    path = sample_dir(64) / "normal001" / "xray_frontal.nii.gz"
+    stored = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    assert stored.min() > 0.2 and stored.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(load_xray(path, 64), stored, atol=1e-6)
+    stretched = load_xray(path, 64, normalize="minmax")
+    assert stretched.min() == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(stretched, (stored - stored.min()) / np.ptp(stored), atol=1e-5)
+    # a signed image is shifted to a minimum of 0 before the division
+    nib.save(nib.Nifti1Image(np.array([[-1.0, 0.0], [1.0, 3.0]], np.float32), np.eye(4)), tmp_path / "s.nii.gz")
+    np.testing.assert_allclose(load_xray(tmp_path / "s.nii.gz", 2), [[0.0, 0.25], [0.5, 1.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        load_xray(path, 64, normalize="zscore")
+
+
 def test_nifti_reader_needs_2d(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
     with pytest.raises(XRayInputError, match="must be 2D"):

@@ -11,8 +11,12 @@ patient's left side, anterior on the left), dense structures bright. Steps:
    multi-frame object or a file without pixel data is refused). DICOM pixels go through the
    modality LUT and the VOI LUT or window centre / width of the file (pydicom), and
    MONOCHROME1 images are inverted so that dense is bright;
-2. intensities are scaled to [0, 1] by the image's own min and max (X2CT-GAN's DRRs are
-   max-normalised too, so the network sees comparable ranges);
+2. intensities are scaled to [0, 1] as the training DRRs are (``normalize="max"``, the default):
+   divided by the image's maximum (X2CT-GAN's and ``prepare_data.py``'s DRRs are max-normalised,
+   so an X-ray file written by the preparation reaches the network exactly as in training; an
+   image with negative values is first shifted to a minimum of 0). ``normalize="minmax"`` maps
+   the image's own minimum to 0 and maximum to 1 instead (for radiographs whose background is
+   not black);
 3. a centred square crop (the shorter side), then area resampling to ``size`` pixels.
 """
 
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["XRayInputError", "XRAY_SUFFIXES", "load_xray", "is_xray_file", "square_resize", "find_view_files"]
+__all__ = ["XRayInputError", "XRAY_SUFFIXES", "NORMALIZE", "load_xray", "is_xray_file", "square_resize", "find_view_files"]
 
 XRAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".dcm")
 
@@ -93,8 +97,13 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     return F.interpolate(crop, size=(size, size), mode=mode, **kwargs)[0, 0].numpy()
 
 
-def load_xray(path: str | os.PathLike, size: int = 128) -> np.ndarray:
+NORMALIZE = ("max", "minmax")
+
+
+def load_xray(path: str | os.PathLike, size: int = 128, normalize: str = "max") -> np.ndarray:
     """One radiograph file -> ``(size, size)`` float32 in [0, 1] (see the module docstring)."""
+    if normalize not in NORMALIZE:
+        raise ValueError(f"X-ray normalize must be one of {NORMALIZE}, got {normalize!r}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise XRayInputError(f"{path}: file not found")
@@ -112,6 +121,8 @@ def load_xray(path: str | os.PathLike, size: int = 128) -> np.ndarray:
     lo, hi = float(image.min()), float(image.max())
     if hi <= lo:
         raise XRayInputError(f"{path}: a constant image (all pixels {lo})")
+    if normalize == "max":
+        lo = min(lo, 0.0)
     image = (image - lo) / (hi - lo)
     return square_resize(image, size).clip(0, 1).astype(np.float32)
 
