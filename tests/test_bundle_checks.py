@@ -200,6 +200,10 @@ def test_demo_model_matches_its_provenance():
     parser["bundle_root"] = "."
     for key, value in demo["training"]["settings"].items():
         assert parser.get_parsed_content(key) == value, key
+    reported = json.loads((ROOT / "configs" / "metadata.json").read_text())["eval_metrics"]
+    for who, record in (("demo_model", demo["heldout"]), ("mean_volume_baseline", demo["baseline"]["heldout"])):
+        assert reported[f"{who}_heldout_phantoms_psnr_3d"] == round(record["psnr_3d"]["mean"], 2)
+        assert reported[f"{who}_heldout_phantoms_ssim_3d"] == round(record["ssim_3d"]["mean"], 3)
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
     net = load_generator(parser.get_parsed_content("network_def"), path)
