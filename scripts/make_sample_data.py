@@ -32,8 +32,9 @@ from duolift_bundle.constants import HU_MAX, HU_MIN
 from duolift_bundle.data.phantoms import make_phantom_set
 from duolift_bundle.transforms.drr import DRRGeometry
 from duolift_bundle.data.prepare import PrepareOptions, prepare
-from duolift_bundle.io_utils import atomic_dir
+from duolift_bundle.io_utils import atomic_dir, read_json, write_json
 
+REAL_SOURCE = "COVID-CT-MD normal001 (CC BY 4.0; docs/data_license.txt)"
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "duolift_bundle" / "sample_data"
 
 
@@ -45,6 +46,14 @@ def _shrink_ct(path: Path) -> None:
     out.set_data_dtype(np.int16)
     out.header.set_slope_inter(1.0 / (HU_MAX - HU_MIN), 0.0)
     nib.save(out, path)
+
+
+def _portable_source(meta_path: Path, source: str) -> None:
+    """meta.json names its source; the temporary folder (or this machine's path) means nothing
+    inside an installed package, so keep only a portable description."""
+    meta = read_json(meta_path)
+    meta["source"] = source
+    write_json(meta_path, meta)
 
 
 def _build(real_ct: str, target: Path, size: int) -> list[dict]:
@@ -63,6 +72,7 @@ def _build(real_ct: str, target: Path, size: int) -> list[dict]:
             name = "normal001" if src.parent.name == "real" else src.name
             shutil.copytree(src, target / name)
             _shrink_ct(target / name / "ct.nii.gz")
+            _portable_source(target / name / "meta.json", REAL_SOURCE if name == "normal001" else f"make_phantoms seed {int(name[-4:])}")
             entry = {"case": name}
             for f in sorted((target / name).glob("*.nii.gz")):
                 entry[f.name[: -len(".nii.gz")]] = f"{name}/{f.name}"
@@ -87,7 +97,7 @@ def main(
                     if keep.exists():
                         (shutil.copytree if keep.is_dir() else shutil.copy2)(keep, target / keep.name)
             cases = _build(real_ct, target, size)
-        nbytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and "size" not in f.relative_to(folder).parts[0])
+        nbytes = sum(f.stat().st_size for c in cases for f in (folder / c["case"]).iterdir())
         print(f"wrote {folder} ({size}^3, {nbytes / 1e6:.1f} MB): {', '.join(c['case'] for c in cases)}")
 
 

@@ -79,6 +79,7 @@ def main(
     from monai.bundle import ConfigParser
 
     from duolift_bundle.inference import load_generator
+    from duolift_bundle.io_utils import write_json
 
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
@@ -101,7 +102,7 @@ def main(
         "validation": _summary(validation),
         "sample": _per_case(sample),
     }
-    Path(out).write_text(json.dumps(record, indent=1) + "\n")
+    write_json(out, record)  # atomic
     print(f"wrote {out}")
 
 
