@@ -2,14 +2,18 @@
 
 The package holds everything the bundle configs reference by ``_target_``:
 
-- :mod:`duolift_bundle.data` -- CT and X-ray readers, X2CT HDF5 layout, phantoms, preparation, datalists
-- :mod:`duolift_bundle.transforms` -- the 128^3 CT protocol, DRR projection, lung masks
-- :mod:`duolift_bundle.networks` -- DuoLift generator, 3D discriminator, X2CT-style baseline
+- :mod:`duolift_bundle.geometry` -- the 128^3 protocol and the DRR geometry (typed; every number once)
+- :mod:`duolift_bundle.data` -- case discovery, CT and X-ray readers, the raw-CT chain, preparation,
+  dataset routes, X2CT HDF5 layout, inference cases, phantoms, the embedded sample
+- :mod:`duolift_bundle.transforms` -- the CT protocol, DRR projection, lung masks, the data
+  contract check, projection consistency, evaluation metrics per case, placing and writing outputs
+- :mod:`duolift_bundle.networks` -- DuoLift generator, 3D discriminator, X2CT-style and mean-volume
+  baselines, loading weights
 - :mod:`duolift_bundle.losses` -- the paper's Eq. 1-8
-- :mod:`duolift_bundle.engines` -- the GAN / CNN trainer, checkpoint and seeding handlers, config checks
-- :mod:`duolift_bundle.inference` / :mod:`duolift_bundle.evaluation` -- inference on files, the evaluation chain
-- :mod:`duolift_bundle.metrics` -- PSNR, SSIM, LPIPS, MAE, anatomical DICE
-- :mod:`duolift_bundle.weights` -- the offline-first resolver of pretrained weights
+- :mod:`duolift_bundle.engines` -- the GAN / CNN trainer, prepare_batch functions, checkpoint /
+  seeding / report handlers, config checks, multi-GPU helpers
+- :mod:`duolift_bundle.metrics` -- PSNR, SSIM, LPIPS, MAE, anatomical DICE, the offline-first
+  resolver of their pretrained weights (:mod:`duolift_bundle.metrics.weights`)
 - :mod:`duolift_bundle.viz` -- figures
 
 Axis convention (the one convention of the whole bundle, see ``docs/README.md``): a CT volume is
@@ -22,6 +26,6 @@ from the patient's left side).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"  # the one version: pyproject.toml reads it, configs/metadata.json must match
 
 __all__ = ["__version__"]

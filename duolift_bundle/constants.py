@@ -1,8 +1,10 @@
-"""Constants of the 128^3 protocol and the data contract (``../shared/DESIGN.md``).
+"""Constants of the data contract (``docs/README.md``, "Conventions"): the dictionary keys, the
+views, the axis convention of every volume and the HU window of the [0, 1] scale (X2CT-GAN's
+CT_MIN_MAX 0..2500 on HU + 1024; Ying et al., CVPR 2019), with the HU <-> [0, 1] mapping.
 
-Values follow X2CT-GAN (Ying et al., CVPR 2019): HU window [-1024, 1476] (their CT_MIN_MAX
-0..2500 on HU + 1024), 1 mm resampling, 320^3 crop, 128^3 volume, cone-beam DRRs with
-source-to-isocentre 541 mm, source-to-detector 949 mm and a 500 mm / 320 px detector.
+The protocol's sizes and the DRR geometry (1 mm resampling, 320^3 crop, 128^3 volume, 541 / 949
+mm, 500 mm / 320 px detector) are not here: they are the fields of the typed settings in
+:mod:`duolift_bundle.geometry`, which the configs build and pass down.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json"]
+__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "check_writable"]
 
 
 def _umask() -> int:
@@ -84,3 +84,16 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def read_json(path: str | os.PathLike):
     with open(path) as f:
         return json.load(f)
+
+
+def check_writable(folder: str | os.PathLike) -> bool:
+    """Create ``folder`` if needed and make sure files can be written there (before any case runs)."""
+    folder = os.fspath(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with atomic_path(os.path.join(folder, ".write_test")) as tmp:
+            Path(tmp).write_bytes(b"")
+        os.remove(os.path.join(folder, ".write_test"))
+    except OSError as err:
+        raise PermissionError(f"{folder}: output folder is not writable ({err.strerror or err})") from err
+    return True

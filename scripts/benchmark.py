@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector, hu_to_mu
 
 
@@ -71,7 +72,7 @@ def drr(repeats: int = 5) -> dict:
     proj = DRRProjector()
     ours = _time(lambda: proj(ct), repeats)
     geo = DRRGeometry()
-    base = _time(lambda: _grid_sample_baseline(ct, geo, 2.5), max(1, repeats // 2))
+    base = _time(lambda: _grid_sample_baseline(ct, geo, Protocol().ct.voxel_mm), max(1, repeats // 2))
     return {
         "drr_both_views_128cube_s": ours,
         "baseline_grid_sample_one_view_s": base,
@@ -82,17 +83,16 @@ def drr(repeats: int = 5) -> dict:
 
 def phantoms(n: int = 4) -> dict:
     from duolift_bundle.data.phantoms import make_phantom_set
-    from duolift_bundle.data.prepare import PrepareOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        summary = make_phantom_set(tmp, n=n, size=128, options=PrepareOptions(lazy=True), progress=False)
+        summary = make_phantom_set(tmp, n=n, size=128, protocol=Protocol.build(128, lazy=True), progress=False)
         dt = time.perf_counter() - t0
     return {"phantom_generate_and_prepare_s_per_case": round(dt / n, 3), "cases": n, "failed": len(summary["failed"])}
 
 
 def prepare_real(real_ct: str | None = None) -> dict:
-    from duolift_bundle.data.prepare import PrepareOptions, prepare
+    from duolift_bundle.data.prepare import prepare
 
     real_ct = real_ct or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "chest-ct-dicom", "normal001")
     if not os.path.isdir(real_ct):
@@ -101,7 +101,7 @@ def prepare_real(real_ct: str | None = None) -> dict:
     for lazy in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            s = prepare(real_ct, tmp, PrepareOptions(lazy=lazy), progress=False)
+            s = prepare(real_ct, tmp, Protocol.build(lazy=lazy), progress=False)
             out[f"prepare_real_case_s_{'lazy' if lazy else 'eager'}"] = round(time.perf_counter() - t0, 2)
             assert not s["failed"], s["failed"]
     return out

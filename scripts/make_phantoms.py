@@ -13,13 +13,14 @@ import sys
 import fire
 
 from duolift_bundle.data.phantoms import make_phantom_set
-from duolift_bundle.data.prepare import PrepareOptions, format_summary
+from duolift_bundle.data.prepare import format_summary
+from duolift_bundle.geometry import CTProtocol, Protocol
 
 
 def main(
     out: str,
     n: int = 12,
-    size: int = 128,
+    size: int = CTProtocol.size,
     seed: int = 0,
     workers: int = 1,
     lazy: bool = True,
@@ -27,7 +28,7 @@ def main(
     volume_size: int | None = None,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> None:
-    """Write N phantoms of SIZE^3 voxels (320 mm field of view) starting at SEED into OUT.
+    """Write N phantoms of SIZE^3 voxels (the protocol's 320 mm field of view) starting at SEED into OUT.
 
     VOLUME_SIZE is the prepared volume and DRR size (the protocol's ``size``; default SIZE), e.g.
     ``--size 64`` gives 64^3 volumes with 64 x 64 DRRs for quick CPU training.
@@ -39,11 +40,8 @@ def main(
     protocol is near the identity; LAZY (default on) fuses its spatial steps into one interpolation
     (MONAI lazy resampling), which makes a dozen phantoms take seconds. --nolazy runs them eagerly.
     """
-    from duolift_bundle.transforms.drr import DRRGeometry
-
-    vs = volume_size or size
-    options = PrepareOptions(lazy=lazy, size=vs, geometry=DRRGeometry(output_size=vs).to_dict())
-    summary = make_phantom_set(out, n=n, size=size, seed=seed, workers=workers, options=options, progress=progress, fractions=tuple(fractions))
+    protocol = Protocol.build(volume_size or size, lazy=lazy)
+    summary = make_phantom_set(out, n=n, size=size, seed=seed, workers=workers, protocol=protocol, progress=progress, fractions=tuple(fractions))
     print(format_summary(summary))
     sys.exit(1 if summary["failed"] else 0)
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from duolift_bundle.constants import HU_MAX, HU_MIN
 from duolift_bundle.data.phantoms import make_phantom_set
-from duolift_bundle.transforms.drr import DRRGeometry
-from duolift_bundle.data.prepare import PrepareOptions, prepare
+from duolift_bundle.data.prepare import prepare
+from duolift_bundle.geometry import Protocol
 from duolift_bundle.io_utils import atomic_dir, read_json, write_json
 
 REAL_SOURCE = "COVID-CT-MD normal001 (CC BY 4.0; docs/data_license.txt)"
@@ -60,11 +60,10 @@ def _build(real_ct: str, target: Path, size: int) -> list[dict]:
     """Prepare the real CT and the two phantoms at ``size`` into the (empty) folder ``target``."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        options = dict(size=size, geometry=DRRGeometry(output_size=size).to_dict())  # DRRs at size x size too
-        summary = prepare(real_ct, str(tmp / "real"), PrepareOptions(**options), progress=False)
+        summary = prepare(real_ct, str(tmp / "real"), Protocol.build(size), progress=False)
         if summary["failed"]:
             sys.exit(f"preparing {real_ct} failed: {summary['failed']}")
-        make_phantom_set(tmp / "phantoms", n=2, size=size, seed=500, options=PrepareOptions(**options, lazy=True), progress=False)
+        make_phantom_set(tmp / "phantoms", n=2, size=size, seed=500, protocol=Protocol.build(size, lazy=True), progress=False)
         cases = []
         for src in sorted((tmp / "real").iterdir()) + sorted((tmp / "phantoms").iterdir()):
             if not (src / "ct.nii.gz").exists():

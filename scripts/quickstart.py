@@ -6,7 +6,7 @@ demo model, and measure and draw the result.
 It runs the bundle's evaluation workflow, exactly as a user would from the bundle root::
 
     python -m monai.bundle run evaluating \\
-        --config_file "['configs/evaluate.yaml','configs/demo.yaml']" \\
+        --config_file "['configs/inference.yaml','configs/evaluate.yaml','configs/demo.yaml']" \\
         --dataset_dir <package>/sample_data/size64 --output_dir demo --save_recon True \\
         --lung_segmenter classical --vessel_segmenter frangi --lpips False
 
@@ -38,7 +38,7 @@ from pathlib import Path
 import fire
 
 from duolift_bundle.data.sample import sample_dir
-from duolift_bundle.evaluation import METRIC_COLUMNS
+from duolift_bundle.engines.reports import METRIC_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SIZE = 64
@@ -46,7 +46,7 @@ DEMO_SIZE = 64
 
 def command(out: str, ckpt: str, lpips: bool = False) -> list[str]:
     """The ``python -m monai.bundle run evaluating`` command line of the quick start."""
-    configs = "['configs/evaluate.yaml','configs/demo.yaml']"  # relative to the bundle root (the cwd)
+    configs = "['configs/inference.yaml','configs/evaluate.yaml','configs/demo.yaml']"  # relative to the bundle root (the cwd)
     return [
         sys.executable, "-m", "monai.bundle", "run", "evaluating",
         "--config_file", configs,

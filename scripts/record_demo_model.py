@@ -1,6 +1,6 @@
 """Write ``docs/demo_model.json``, the provenance record of the shipped demo model, from the
 outputs of its training and evaluation runs (the model card's numbers come from this file, and
-``tests/test_bundle_checks.py`` checks the model file and the configs against it).
+``tests/workflows/test_bundle_checks.py`` checks the model file and the configs against it).
 
     python scripts/record_demo_model.py --train_log runs/demo64/train.log \\
         --heldout eval/demo_heldout --baseline eval/baseline_heldout \\
@@ -23,19 +23,24 @@ import fire
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the recipe as the merged configs resolve it (bundle_root "."); the test re-resolves these
-SETTINGS = {
-    "views": 2, "size": 64, "width": 0.125, "gan": False, "masked_loss": False, "batch_size": 4,
-    "accumulation_steps": 1, "g_lr": 2.0e-3, "max_epochs": 40, "lr_milestone": 32, "seed": 0,
-    "dataset_dir": "./data/demo64", "key_metric": "val_psnr",
-}  # fmt: skip
+#: the demo model's training configs, merged in this order (configs/train_demo.yaml says how)
+DEMO_CONFIGS = ["configs/train.yaml", "configs/train_cnn.yaml", "configs/demo.yaml", "configs/train_demo.yaml"]
+#: the settings of the recipe recorded in the provenance (resolved from DEMO_CONFIGS)
+SETTING_KEYS = ["views", "size", "width", "gan", "masked_loss", "batch_size", "accumulation_steps", "g_lr", "max_epochs", "lr_milestone", "seed", "dataset_dir", "key_metric"]
+DATA_COMMAND = "python scripts/make_phantoms.py data/demo64 --n 96 --size 64 --seed 100 --workers 2"
 
-COMMAND = [
-    "python scripts/make_phantoms.py data/demo64 --n 96 --size 64 --seed 100 --workers 2",
-    "python -m monai.bundle run training --config_file \"['configs/train.yaml','configs/train_cnn.yaml']\" "
-    "--dataset_dir data/demo64 --size 64 --width 0.125 --batch_size 4 --accumulation_steps 1 --g_lr 2e-3 "
-    "--max_epochs 40 --lr_milestone 32 --seed 0 --output_dir runs/demo64 --ckpt_dir runs/demo64/models",
-]
+
+def recipe() -> tuple[dict, list[str]]:
+    """The recipe's settings as the merged configs resolve them (bundle_root ".") and the two
+    commands that reproduce the model."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / f) for f in DEMO_CONFIGS])
+    parser["bundle_root"] = "."
+    settings = {key: parser.get_parsed_content(key) for key in SETTING_KEYS}
+    configs = "[" + ",".join(f"'{f}'" for f in DEMO_CONFIGS) + "]"
+    return settings, [DATA_COMMAND, f'python -m monai.bundle run training --config_file "{configs}"']
 
 
 def _summary(folder: str | None) -> dict | None:
@@ -78,20 +83,21 @@ def main(
 ) -> None:
     from monai.bundle import ConfigParser
 
-    from duolift_bundle.inference import load_generator
+    from duolift_bundle.networks import load_generator
     from duolift_bundle.io_utils import write_json
 
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
     net = load_generator(parser.get_parsed_content("network_def"), model)  # also proves the file fits the config
+    settings, command = recipe()
     record = {
         "model": "DuoLift-CNN, double view, 64^3, width 0.125 (configs/demo.yaml)",
         "sha256": hashlib.sha256(Path(model).read_bytes()).hexdigest(),
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "bytes": Path(model).stat().st_size,
         "training": {
-            "command": COMMAND,
-            "settings": SETTINGS,
+            "command": command,
+            "settings": settings,
             "data": "96 phantoms (seeds 100-195) at 64^3 from scripts/make_phantoms.py; seeded split 82 training / 9 validation / 5 test",
             "hardware": "2 CPU cores (no GPU), torch 2.14.1, 2 threads",
             **_training(train_log),

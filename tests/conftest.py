@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_CT = Path(os.environ.get("DUOLIFT_TEST_CT", ROOT.parent / "shared" / "data" / "chest-ct-dicom" / "normal001"))
 
 
+def dice(a, b) -> float:
+    """DICE of two binary arrays (1.0 when both are empty), the tests' own reference."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
 @pytest.fixture(scope="session")
 def real_ct_dir() -> Path:
     if not REAL_CT.is_dir():
@@ -24,10 +31,10 @@ def real_ct_dir() -> Path:
 def phantom_set(tmp_path_factory):
     """Four prepared 64^3-source phantoms (prepared to the 128^3 protocol) with a datalist."""
     from duolift_bundle.data.phantoms import make_phantom_set
-    from duolift_bundle.data.prepare import PrepareOptions
+    from duolift_bundle.geometry import Protocol
 
     out = tmp_path_factory.mktemp("phantoms")
-    summary = make_phantom_set(out, n=4, size=64, seed=10, options=PrepareOptions(lazy=True), fractions=(0.5, 0.25, 0.25), progress=False)
+    summary = make_phantom_set(out, n=4, size=64, seed=10, protocol=Protocol.build(128, lazy=True), fractions=(0.5, 0.25, 0.25), progress=False)
     assert not summary["failed"], summary["failed"]
     return out
 
@@ -93,11 +100,8 @@ def make_small_prepared(out: Path, n: int, seed: int, size: int = 32, splits: tu
     import json
 
     from duolift_bundle.data.phantoms import make_phantom_set
-    from duolift_bundle.data.prepare import PrepareOptions
-    from duolift_bundle.transforms.drr import DRRGeometry
 
-    options = PrepareOptions(lazy=True, size=size, geometry=DRRGeometry(output_size=size).to_dict())
-    make_phantom_set(out, n=n, size=size, seed=seed, options=options, progress=False)
+    make_phantom_set(out, n=n, size=size, seed=seed, progress=False)  # prepared at size^3, size px DRRs
     datalist = json.loads((out / "datalist.json").read_text())
     cases = datalist["training"] + datalist["validation"] + datalist["test"]
     n_train, n_val, _ = splits or (0, 0, n)

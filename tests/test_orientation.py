@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from duolift_bundle.data.phantoms import asymmetric_ball_phantom, write_raw_phantom
-from duolift_bundle.data.prepare import PrepareOptions, prepare_case
-from duolift_bundle.data.sources import CaseSource
+from duolift_bundle.data.discovery import CaseSource
+from duolift_bundle.data.prepare import prepare_case
+from duolift_bundle.geometry import Protocol
 
 CENTRE = (-60.0, -50.0, 70.0)  # (z inferior+, y posterior+, x left+) mm
 WORLD_RAS = np.array([-70.0, 50.0, 60.0])  # the same point in RAS: x right+, y anterior+, z superior+
@@ -34,8 +35,7 @@ def _write(tmp_path, layout: str) -> CaseSource:
 @pytest.mark.parametrize("layout", ["bundle", "lps_storage"])
 def test_ball_lands_in_its_octant(tmp_path, layout):
     src = _write(tmp_path / "raw", layout)
-    opts = PrepareOptions(lazy=True, remove_table=False)
-    entry = prepare_case(src, tmp_path / "out", opts)
+    entry = prepare_case(src, tmp_path / "out", Protocol.build(lazy=True, remove_table=False))
     ct_img = nib.load(tmp_path / "out" / entry["ct"])
     ct = ct_img.get_fdata()
     # the written volume is in the bundle convention, whatever the source storage was
@@ -56,16 +56,25 @@ def test_ball_lands_in_its_octant(tmp_path, layout):
 
 
 def test_lifted_frontal_features_follow_the_same_axes():
-    """Lifting a frontal image along H (anterior-posterior) puts the ball's shadow at the same
-    (D, W) position as the ball in the volume: the generator's Lifting module relies on this."""
+    """The generator's own Lifting modules (both branches) put each view's shadow of the ball at
+    the ball's (D, W) / (D, H) position of the volume: both asymmetries agree only in its octant."""
+    from duolift_bundle.networks import DuoLiftGenerator
     from duolift_bundle.transforms.drr import DRRProjector
 
     ph = asymmetric_ball_phantom(size=64, centre_mm=CENTRE)
     ct = torch.from_numpy(np.clip((ph.hu + 1024) / 2500, 0, 1))[None, None].float()
     xray = DRRProjector(views=("frontal", "lateral"))(ct, spacing=(5.0,) * 3)
-    xr = torch.nn.functional.interpolate(xray, size=(64, 64), mode="area")[0]
-    lifted_f = xr[0][:, None, :].expand(64, 64, 64)  # repeat along H
-    lifted_l = xr[1][:, :, None].expand(64, 64, 64)  # repeat along W
-    product = (lifted_f - lifted_f.flip(-1)) * (lifted_l - lifted_l.flip(1))  # both asymmetries agree
+    xr = torch.nn.functional.interpolate(xray, size=(64, 64), mode="area")
+    net = DuoLiftGenerator(image_size=64, volume_size=64, width=0.0625)
+    frontal, lateral = net.image_lifting[0], net.image_lifting[1]  # Branch 2: image -> volume grid
+    lifted_f = frontal(xr[:, :1])[0, 0]  # (D, H, W), repeated along H
+    lifted_l = lateral(xr[:, 1:])[0, 0]  # (D, H, W), repeated along W
+    assert tuple(lifted_f.shape) == tuple(lifted_l.shape) == (64, 64, 64)
+    product = (lifted_f - lifted_f.flip(-1)) * (lifted_l - lifted_l.flip(1))
     z, y, x = np.unravel_index(int(torch.argmax(product)), product.shape)
     assert z < 32 and y < 32 and x > 32
+    # the feature branch (Branch 1) lifts along the same axes at the feature grid D' / 4
+    feat = torch.arange(16.0).reshape(1, 1, 4, 4)
+    f_lift, l_lift = net.feature_lifting[0], net.feature_lifting[1]
+    f3, l3 = f_lift.__class__(1, 16, 0)(feat), l_lift.__class__(1, 16, 1)(feat)
+    assert torch.equal(f3[0, 0, :, 5, :], feat[0, 0]) and torch.equal(l3[0, 0, :, :, 9], feat[0, 0])

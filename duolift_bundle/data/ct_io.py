@@ -31,6 +31,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "ITK_SUFFIXES",
     "is_volume_file",
+    "is_dicom_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,17 +141,94 @@ def select_ct_series(folder: str | os.PathLike, series: str | None = None) -> Di
         raise CTInputError(f"{folder}: {pick.label()} has a single slice; a 3D CT volume is required")
     if len(found) > 1:
         logger.info("%s: %d series present, took %s", folder, len(found), pick.label())
-    _check_dicom_geometry(pick)
+    _check_dicom_geometry(pick, str(folder))
     return pick
 
 
-def _check_dicom_geometry(series: DicomSeries) -> None:
+#: relative deviation of a slice gap from the median gap that makes a series non-uniform
+SLICE_GAP_TOLERANCE = 0.05
+
+
+def _check_dicom_geometry(series: DicomSeries, folder: str) -> None:
+    """Refuse a series that ITK would read as whole although it is not: files that GDCM could
+    not parse (truncated or corrupt slices are left out of its file list and the gap is then
+    interpolated over), pixel data shorter than the header says, slices without a position,
+    duplicated positions and gaps that differ from the others. Every message names the files."""
     import pydicom
 
-    ds = pydicom.dcmread(series.files[0], stop_before_pixels=True)
-    for tag in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient"):
-        if tag not in ds:
+    headers = {}
+    for path in series.files:
+        try:
+            headers[path] = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # pydicom raises several types for corrupt headers
+            raise CTInputError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    first = headers[series.files[0]]
+    for tag in ("PixelSpacing", "ImageOrientationPatient"):
+        if tag not in first:
             raise CTInputError(f"{series.files[0]}: missing DICOM tag {tag}; cannot place the volume in space")
+    # files of this series that GDCM left out of its list: unreadable for the reader
+    listed = {os.path.realpath(p) for p in series.files}
+    left_out = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.realpath(path) in listed or not os.path.isfile(path) or name.startswith("."):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "Modality"])
+            uid = str(getattr(ds, "SeriesInstanceUID", ""))
+        except Exception:  # pydicom raises several types for broken files
+            uid = ""
+        # a file of this series that GDCM could not parse, or a DICOM file too broken to tell
+        if uid == series.series_uid or (not uid and is_dicom_file(path)):
+            left_out.append(name)
+    if left_out:
+        raise CTInputError(f"{folder}: {len(left_out)} file(s) of the CT series cannot be read ({_names(left_out)}); refusing an incomplete series")
+    short = []
+    for path, ds in headers.items():
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is None or syntax.is_compressed:
+            continue
+        need = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        if os.path.getsize(path) < need:
+            short.append(os.path.basename(path))
+    if short:
+        raise CTInputError(f"{folder}: {len(short)} slice file(s) cut short, less pixel data than their header says ({_names(short)})")
+    no_pos = [os.path.basename(p) for p, ds in headers.items() if "ImagePositionPatient" not in ds]
+    if no_pos:
+        raise CTInputError(f"{folder}: {len(no_pos)} slice file(s) without ImagePositionPatient ({_names(no_pos)}); cannot place the volume in space")
+    orient = np.asarray(first.ImageOrientationPatient, dtype=float)
+    normal = np.cross(orient[:3], orient[3:])
+    pos = sorted((float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))), os.path.basename(p)) for p, ds in headers.items())
+    z = np.array([p[0] for p in pos])
+    gaps = np.diff(z)
+    dup = [f"{pos[i][1]} and {pos[i + 1][1]}" for i in np.flatnonzero(gaps < 1e-3)]
+    if dup:
+        raise CTInputError(f"{folder}: slices at the same position ({'; '.join(dup[:5])}); refusing a series with duplicated slices")
+    median = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - median) > SLICE_GAP_TOLERANCE * median)
+    if bad.size:
+        where = "; ".join(f"{gaps[i]:.3g} mm between {pos[i][1]} and {pos[i + 1][1]}" for i in bad[:5])
+        raise CTInputError(
+            f"{folder}: non-uniform slice spacing (median {median:.3g} mm; {where}); slices are missing or the series mixes spacings"
+        )
+
+
+def is_dicom_file(path: str) -> bool:
+    """True when ``path`` is a file with the DICOM preamble (or a ``.dcm`` name)."""
+    if not os.path.isfile(path):
+        return False
+    if path.lower().endswith(".dcm"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _names(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def _check_file_header(path: str) -> None:
@@ -235,6 +313,8 @@ def load_ct(
         img = MetaTensor(img)
     _validate(img, path, spacing_limits)
     img.meta["ct_source"] = path
+    img.meta["ct_original_shape"] = [int(n) for n in img.shape[1:]]
+    img.meta["ct_original_spacing"] = [float(v) for v in np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)]
     if chosen is not None:
         img.meta["ct_series"] = chosen.label()
     return img

@@ -28,11 +28,15 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from duolift_bundle.data.prepare import PrepareOptions, prepare
-from duolift_bundle.data.sources import CaseSource
+from duolift_bundle.data.discovery import CaseSource
+from duolift_bundle.data.prepare import prepare
+from duolift_bundle.geometry import CTProtocol, Protocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
 
-__all__ = ["Phantom", "make_phantom", "phantom_affine", "asymmetric_ball_phantom", "write_raw_phantom", "make_phantom_set"]
+#: the protocol's field of view: phantoms are drawn on its own grid
+FOV_MM = CTProtocol().fov_mm
+
+__all__ = ["Phantom", "make_phantom", "asymmetric_ball_phantom", "write_raw_phantom", "make_phantom_set"]
 
 
 @dataclass
@@ -44,22 +48,6 @@ class Phantom:
     vessels: np.ndarray
     affine: np.ndarray
     params: dict
-
-
-def phantom_affine(size: int, fov: float = 320.0) -> np.ndarray:
-    """RAS affine of a ``size``^3 grid in the bundle's axis convention, centred on the origin.
-
-    Axis 0 runs to Inferior (-S), axis 1 to Posterior (-A), axis 2 to patient Left (-R).
-    """
-    s = fov / size
-    aff = np.zeros((4, 4))
-    aff[0, 2] = -s  # k (towards left) decreases RAS x
-    aff[1, 1] = -s  # j (towards posterior) decreases RAS y
-    aff[2, 0] = -s  # i (towards inferior) decreases RAS z
-    aff[3, 3] = 1.0
-    centre = (size - 1) / 2.0
-    aff[:3, 3] = -aff[:3, :3] @ np.array([centre, centre, centre])
-    return aff
 
 
 def _grid(size: int, fov: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +98,7 @@ def _vessel_tree(rng, root, direction, length, radius, depth, segments) -> None:
         _vessel_tree(rng, end, child, length * rng.uniform(0.68, 0.82), radius * rng.uniform(0.68, 0.78), depth - 1, segments)
 
 
-def make_phantom(seed: int, size: int = 128, fov: float = 320.0, noise_hu: float = 12.0) -> Phantom:
+def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: float = 12.0) -> Phantom:
     """Generate one seeded chest phantom (see the module docstring).
 
     Args:
@@ -235,10 +223,10 @@ def make_phantom(seed: int, size: int = 128, fov: float = 320.0, noise_hu: float
     hu += rng.normal(scale=noise_hu, size=shape).astype(np.float32)
     hu = np.clip(hu, -1024.0, 3000.0).astype(np.float32)
     p.update({"seed": int(seed), "size": int(size), "fov_mm": float(fov), "n_ribs": n_ribs, "vessel_depth": depth})
-    return Phantom(hu=hu, lung=lung, vessels=vessels.astype(np.uint8), affine=phantom_affine(size, fov), params=p)
+    return Phantom(hu=hu, lung=lung, vessels=vessels.astype(np.uint8), affine=grid_affine(size, fov), params=p)
 
 
-def asymmetric_ball_phantom(size: int = 64, fov: float = 320.0, centre_mm=(-60.0, -50.0, 70.0), radius_mm: float = 30.0) -> Phantom:
+def asymmetric_ball_phantom(size: int = 64, fov: float = FOV_MM, centre_mm=(-60.0, -50.0, 70.0), radius_mm: float = 30.0) -> Phantom:
     """Water cylinder body with a dense ball (1000 HU) at ``centre_mm`` = ``(z, y, x)`` in the bundle
     convention (z towards inferior, y towards posterior, x towards patient left); the default puts
     it superior, anterior and on the patient's left: one octant, so any flip is visible."""
@@ -250,7 +238,7 @@ def asymmetric_ball_phantom(size: int = 64, fov: float = 320.0, centre_mm=(-60.0
     ball = (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= radius_mm**2
     hu[ball] = 1000.0
     empty = np.zeros(shape, dtype=np.uint8)
-    return Phantom(hu=hu, lung=empty, vessels=ball.astype(np.uint8), affine=phantom_affine(size, fov), params={"centre_mm": list(centre_mm)})
+    return Phantom(hu=hu, lung=empty, vessels=ball.astype(np.uint8), affine=grid_affine(size, fov), params={"centre_mm": list(centre_mm)})
 
 
 def write_raw_phantom(phantom: Phantom, folder: str | os.PathLike, case_id: str) -> CaseSource:
@@ -274,14 +262,17 @@ def make_phantom_set(
     size: int = 128,
     seed: int = 0,
     workers: int = 1,
-    options: PrepareOptions | None = None,
+    protocol: Protocol | None = None,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     progress: bool = True,
 ) -> dict:
     """Generate ``n`` phantoms (seeds ``seed .. seed + n - 1``) in ``out/raw`` and prepare them into
-    ``out`` exactly as real data (same protocol, DRRs, lung masks), with a seeded split."""
+    ``out`` exactly as real data (same protocol, DRRs, lung masks), with a seeded split.
+    ``protocol`` defaults to :meth:`Protocol.build` at ``size`` (lazy resampling: the phantoms
+    already lie on the protocol's grid)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    protocol = protocol or Protocol.build(size, lazy=True)
     raw = Path(out) / "raw"
     sources = []
     for i in range(n):
@@ -292,4 +283,4 @@ def make_phantom_set(
             sources.append(CaseSource(case_id, str(ct_path), labels=labels))
         else:
             sources.append(write_raw_phantom(make_phantom(seed + i, size=size), raw, case_id))
-    return prepare(sources, out, options, workers=workers, split="seeded", seed=seed, fractions=fractions, progress=progress)
+    return prepare(sources, out, protocol, workers=workers, split="seeded", seed=seed, fractions=fractions, progress=progress)

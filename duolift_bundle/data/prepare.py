@@ -20,24 +20,21 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 
-from duolift_bundle.constants import CT_KEY, HU_MAX, HU_MIN, LUNG_MASK_KEY, VIEWS, XRAY_KEY
-from duolift_bundle.data.ct_io import load_ct
-from duolift_bundle.data.sources import CaseSource, discover_cases
+from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.data.discovery import CaseSource, discover_cases
+from duolift_bundle.data.raw_chain import raw_ct_chain, transform_error
 from duolift_bundle.data.splits import SPLITS, assign_splits
 from duolift_bundle.data.x2ct_h5 import X2CT_FILENAME, write_x2ct_h5
+from duolift_bundle.geometry import Protocol
 from duolift_bundle.io_utils import atomic_dir, read_json, write_json
-from duolift_bundle.transforms.ct_protocol import ct_protocol
-from duolift_bundle.transforms.drr import DRRd, DRRGeometry, geometry_summary
-from duolift_bundle.transforms.lung_mask import LungMaskd, RemoveTabled
 
-__all__ = ["PrepareOptions", "prepare_case", "prepare", "DATALIST_NAME", "FORMATS"]
+__all__ = ["prepare_case", "prepare", "write_datalist", "format_summary", "DATALIST_NAME", "FAILED_NAME", "FORMATS"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,27 +43,11 @@ FAILED_NAME = "failed.json"
 FORMATS = ("nifti", "x2ct-h5")
 
 
-@dataclass
-class PrepareOptions:
-    """Everything that shapes a prepared case (written to each case's ``meta.json``)."""
-
-    size: int = 128
-    spacing: float = 1.0
-    crop_size: int = 320
-    z_anchor: str = "superior"
-    hu_window: tuple[float, float] = (HU_MIN, HU_MAX)
-    lazy: bool = False
-    remove_table: bool = True
-    normalize: str = "max"
-    flip_frontal: bool = False
-    geometry: dict = field(default_factory=lambda: DRRGeometry().to_dict())
-    formats: tuple[str, ...] = ("nifti",)
-
-    def __post_init__(self) -> None:
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad:
-            raise ValueError(f"unknown output format(s) {bad}; choose from {FORMATS}")
-        DRRGeometry(**self.geometry)  # validates
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown output format(s) {bad}; choose from {FORMATS}")
+    return tuple(formats)
 
 
 def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
@@ -75,48 +56,21 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.to_filename(str(path))
 
 
-def _relative_entry(case_dir: Path, out_root: Path, names: dict[str, str]) -> dict[str, str]:
-    rel = os.path.relpath(case_dir, out_root)
-    return {key: f"{rel}/{name}" for key, name in names.items()}
-
-
-def prepare_case(source: CaseSource, out_root: str | os.PathLike, options: PrepareOptions | None = None) -> dict:
-    """Prepare one case into ``out_root/<case_id>/`` atomically; returns its datalist entry."""
-    from monai.data import NibabelReader
-    from monai.transforms import LoadImage
-
-    opts = options or PrepareOptions()
+def prepare_case(source: CaseSource, out_root: str | os.PathLike, protocol: Protocol | None = None, formats: Sequence[str] = ("nifti",)) -> dict:
+    """Prepare one case into ``out_root/<case_id>/`` atomically (the raw chain plus a writer);
+    returns its datalist entry."""
+    protocol = protocol or Protocol()
+    formats = _check_formats(formats)
     out_root = Path(out_root)
     t0 = time.perf_counter()
-    ct = load_ct(source.path, series=source.series)
-    data = {CT_KEY: ct}
-    loader = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)
-    for key, path in source.labels.items():
-        data[key] = loader(path)
     label_keys = list(source.labels)
-    data = ct_protocol(
-        keys=CT_KEY,
-        label_keys=label_keys,
-        spacing=opts.spacing,
-        crop_size=opts.crop_size,
-        size=opts.size,
-        hu_window=opts.hu_window,
-        z_anchor=opts.z_anchor,
-        lazy=opts.lazy,
-    )(data)
-    if opts.remove_table:
-        data = RemoveTabled(CT_KEY, hu_window=opts.hu_window)(data)
-    data = DRRd(
-        CT_KEY, XRAY_KEY, views=VIEWS, geometry=opts.geometry, normalize=opts.normalize, flip_frontal=opts.flip_frontal
-    )(data)
-    data = LungMaskd(CT_KEY, LUNG_MASK_KEY, hu_window=opts.hu_window)(data)
-
+    data = raw_ct_chain(protocol, views=len(VIEWS), label_keys=label_keys)({"case": source.case_id, CT_KEY: source.path, "series": source.series, **source.labels})
     ct_out = data[CT_KEY]
     affine = ct_out.affine.numpy()
     vol = ct_out[0].numpy().astype(np.float32)
     xray = data[XRAY_KEY].numpy().astype(np.float32)
     mask = data[LUNG_MASK_KEY][0].numpy().astype(np.uint8)
-    pix = opts.geometry.get("detector_size", 500.0) / opts.geometry.get("output_size", xray.shape[-1])
+    pix = protocol.drr.geometry.detector_size / protocol.xray_size
     xray_affine = np.diag([pix, pix, 1.0, 1.0])
     names = {CT_KEY: "ct.nii.gz", LUNG_MASK_KEY: "lung_mask.nii.gz"}
     names.update({f"xray_{v}": f"xray_{v}.nii.gz" for v in VIEWS})
@@ -129,31 +83,34 @@ def prepare_case(source: CaseSource, out_root: str | os.PathLike, options: Prepa
             _save_nifti(tmp / names[f"xray_{v}"], xray[i], xray_affine)
         for key in label_keys:
             _save_nifti(tmp / names[key], data[key][0].numpy().round().astype(np.uint8), affine)
-        if "x2ct-h5" in opts.formats:
+        if "x2ct-h5" in formats:
             write_x2ct_h5(tmp / X2CT_FILENAME, vol, xray)
             names["h5"] = X2CT_FILENAME
-        entry = {"case": source.case_id, **_relative_entry(case_dir, out_root, names)}
+        rel = os.path.relpath(case_dir, out_root)
+        entry = {"case": source.case_id, **{key: f"{rel}/{name}" for key, name in names.items()}}
         meta = {
             "entry": entry,
             "source": source.path,
-            "series": ct.meta.get("ct_series"),
-            "original_shape": [int(s) for s in ct.shape[1:]],
-            "original_spacing": [float(s) for s in ct.pixdim[:3]],
-            "options": asdict(opts),
-            "drr": geometry_summary(DRRGeometry(**opts.geometry)),
-            "lung_volume_ml": float(mask.sum() * np.prod(ct_out.pixdim[:3].numpy()) / 1000.0),
+            "series": ct_out.meta.get("ct_series"),
+            "original_shape": ct_out.meta.get("ct_original_shape"),
+            "original_spacing": ct_out.meta.get("ct_original_spacing"),
+            "protocol": protocol.to_dict(),
+            "formats": list(formats),
+            "drr": protocol.drr.geometry.summary(),
+            "lung_volume_ml": float(mask.sum() * protocol.ct.voxel_mm**3 / 1000.0),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         write_json(tmp / "meta.json", meta)  # written last: its presence marks a complete case
     return entry
 
 
-def _worker(args: tuple[CaseSource, str, PrepareOptions, int]) -> tuple[str, dict | None, str | None]:
-    source, out_root, opts, threads = args
+def _worker(args: tuple[CaseSource, str, Protocol, tuple[str, ...], int]) -> tuple[str, dict | None, str | None]:
+    source, out_root, protocol, formats, threads = args
     torch.set_num_threads(threads)
     try:
-        return source.case_id, prepare_case(source, out_root, opts), None
+        return source.case_id, prepare_case(source, out_root, protocol, formats), None
     except Exception as exc:  # one bad case must not stop the others; the reason is reported
+        exc = transform_error(exc)
         return source.case_id, None, f"{type(exc).__name__}: {exc}"
 
 
@@ -191,10 +148,14 @@ def write_datalist(out_root: str | os.PathLike, scheme: str = "auto", seed: int 
     return path
 
 
+SKIPPED_NAME = "skipped.json"
+
+
 def prepare(
     sources: str | os.PathLike | Sequence[CaseSource],
     out: str | os.PathLike,
-    options: PrepareOptions | None = None,
+    protocol: Protocol | None = None,
+    formats: Sequence[str] = ("nifti",),
     workers: int = 1,
     overwrite: bool = False,
     split: str = "auto",
@@ -204,24 +165,33 @@ def prepare(
 ) -> dict:
     """Prepare every case of ``sources`` (a path for :func:`discover_cases` or a list) into ``out``.
 
-    Returns a summary ``{"prepared": [...], "skipped": [...], "failed": {case: reason}, "datalist": path}``.
+    Returns a summary ``{"prepared": [...], "already_done": [...], "skipped": [{"path", "reason"}],
+    "failed": {case: reason}, "datalist": path}``; ``skipped`` lists the folders discovery did not
+    take (also written to ``skipped.json``), ``failed`` the cases refused or broken on the way
+    (also ``failed.json``; nothing of them is left in ``out``).
     """
     from tqdm.auto import tqdm
 
-    opts = options or PrepareOptions()
+    protocol = protocol or Protocol()
+    formats = _check_formats(formats)
     out_root = Path(out)
     out_root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_root)
-    cases = discover_cases(sources) if isinstance(sources, (str, os.PathLike)) else list(sources)
+    skipped_sources: list[dict] = []
+    if isinstance(sources, (str, os.PathLike)):
+        found = discover_cases(sources)
+        cases, skipped_sources = found.cases, found.skipped
+    else:
+        cases = list(sources)
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate case ids among sources: {sorted({i for i in ids if ids.count(i) > 1})}")
     done = set() if overwrite else set(_finished_entries(out_root))
     todo = [c for c in cases if c.case_id not in done]
-    skipped = [c.case_id for c in cases if c.case_id in done]
+    already = [c.case_id for c in cases if c.case_id in done]
     workers = max(1, min(int(workers), len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [(c, str(out_root), opts, threads) for c in todo]
+    jobs = [(c, str(out_root), protocol, formats, threads) for c in todo]
     prepared, failed = [], {}
     bar = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not progress)
     if workers == 1:
@@ -243,21 +213,25 @@ def prepare(
         if pool is not None:
             pool.close()
             pool.join()
-    datalist = write_datalist(out_root, scheme=split, seed=seed, fractions=fractions, extra={"protocol": asdict(opts)})
-    failed_path = out_root / FAILED_NAME
-    if failed:
-        write_json(failed_path, failed)
-    elif failed_path.exists():
-        failed_path.unlink()
-    return {"prepared": sorted(prepared), "skipped": sorted(skipped), "failed": failed, "datalist": str(datalist)}
+    datalist = write_datalist(out_root, scheme=split, seed=seed, fractions=fractions, extra={"protocol": protocol.to_dict()})
+    for name, content in ((FAILED_NAME, failed), (SKIPPED_NAME, skipped_sources)):
+        path = out_root / name
+        if content:
+            write_json(path, content)
+        elif path.exists():
+            path.unlink()
+    return {"prepared": sorted(prepared), "already_done": sorted(already), "skipped": skipped_sources, "failed": failed, "datalist": str(datalist)}
 
 
 def format_summary(summary: dict) -> str:
     """Human-readable summary of :func:`prepare`'s result."""
     lines = [
-        f"prepared {len(summary['prepared'])}, skipped (already done) {len(summary['skipped'])}, failed {len(summary['failed'])}",
+        f"prepared {len(summary['prepared'])}, already done {len(summary['already_done'])}, "
+        f"failed {len(summary['failed'])}, sources skipped {len(summary['skipped'])}",
         f"datalist: {summary['datalist']}",
     ]
+    for item in summary["skipped"]:
+        lines.append(f"  SKIPPED {item['path']}: {item['reason']}")
     for case_id, reason in sorted(summary["failed"].items()):
         lines.append(f"  FAILED {case_id}: {reason}")
     return "\n".join(lines)
@@ -268,34 +242,21 @@ def main(
     out: str,
     workers: int = 1,
     format: str | Sequence[str] = "nifti",
-    size: int = 128,
-    spacing: float = 1.0,
-    crop_size: int = 320,
-    z_anchor: str = "superior",
-    lazy: bool = False,
-    remove_table: bool = True,
-    normalize: str = "max",
-    flip_frontal: bool = False,
     split: str = "auto",
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    **protocol: object,
 ) -> int:
     """Command line of ``scripts/prepare_data.py`` (see its ``--help``). Returns the exit code:
-    0 when every case succeeded, 1 when some failed (the others are still written)."""
+    0 when every case succeeded, 1 when some failed (the others are still written).
+
+    Protocol settings are any field of :class:`~duolift_bundle.geometry.Protocol` (``--size 64``,
+    ``--spacing``, ``--crop_size``, ``--z_anchor center``, ``--lazy``, ``--noremove_table``,
+    ``--normalize fixed``, ``--flip_frontal``, ``--sad`` ...); their defaults are X2CT's 128^3
+    protocol. ``--format x2ct-h5`` also writes X2CT-GAN's HDF5 file per case."""
     formats = (format,) if isinstance(format, str) else tuple(format)
     formats = tuple(dict.fromkeys(("nifti",) + tuple(f.strip() for fs in formats for f in str(fs).split(","))))
-    opts = PrepareOptions(
-        size=size,
-        spacing=spacing,
-        crop_size=crop_size,
-        z_anchor=z_anchor,
-        lazy=lazy,
-        remove_table=remove_table,
-        normalize=normalize,
-        flip_frontal=flip_frontal,
-        formats=formats,
-    )
-    summary = prepare(src, out, opts, workers=workers, overwrite=overwrite, split=split, seed=seed, progress=progress)
+    summary = prepare(src, out, Protocol.build(**protocol), formats, workers=workers, overwrite=overwrite, split=split, seed=seed, progress=progress)
     print(format_summary(summary))
     return 1 if summary["failed"] else 0

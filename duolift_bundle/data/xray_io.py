@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = ["XRayInputError", "XRAY_SUFFIXES", "NORMALIZE", "load_xray", "is_xray_file", "square_resize", "find_view_files"]
 
@@ -87,14 +86,17 @@ def _read_dicom(path: str) -> np.ndarray:
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Centred square crop of the shorter side, then area resampling to ``size`` x ``size``."""
-    h, w = image.shape
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    crop = torch.as_tensor(np.ascontiguousarray(image[top : top + s, left : left + s]))[None, None]
-    mode = "area" if s >= size else "bilinear"
-    kwargs = {} if mode == "area" else {"align_corners": False}
-    return F.interpolate(crop, size=(size, size), mode=mode, **kwargs)[0, 0].numpy()
+    """Centred square crop of the shorter side, then area resampling (bilinear when enlarging)
+    to ``size`` x ``size``: MONAI's ``CenterSpatialCrop`` and ``Resize``."""
+    from monai.transforms import CenterSpatialCrop, Resize
+
+    s = min(image.shape)
+    crop = CenterSpatialCrop(roi_size=(s, s))(torch.as_tensor(np.ascontiguousarray(image))[None])
+    if s >= size:
+        resize = Resize((size, size), mode="area")
+    else:
+        resize = Resize((size, size), mode="bilinear", align_corners=False)
+    return np.asarray(resize(crop)[0], dtype=np.float32)
 
 
 NORMALIZE = ("max", "minmax")

@@ -1,20 +1,28 @@
-"""Training engines: the conditional-GAN trainer, its handlers and config checks."""
+"""Engines: the conditional-GAN trainer, prepare_batch functions, handlers, reports, config checks."""
 
 from __future__ import annotations
 
+from duolift_bundle.engines.batches import prepare_inference_batch, prepare_xray_batch
 from duolift_bundle.engines.config_checks import ConfigError, check_overrides, check_training_settings
-from duolift_bundle.engines.handlers import BestModelSaver, EpochSeedHandler, FullCheckpointSaver, latest_checkpoint
-from duolift_bundle.engines.trainer import DuoLiftTrainer, NonFiniteLossError, prepare_xray_batch, unwrap
+from duolift_bundle.engines.handlers import CHECKPOINT_FILENAME_PATTERN, BestModelSaver, EpochSeedHandler, FinalModelSaver, epoch_of, latest_checkpoint
+from duolift_bundle.engines.reports import METRIC_COLUMNS, FigureWriter, InferenceSummary, MetricsReport
+from duolift_bundle.engines.trainer import DuoLiftTrainer, NonFiniteLossError
 
 __all__ = [
     "DuoLiftTrainer",
     "NonFiniteLossError",
     "prepare_xray_batch",
-    "unwrap",
+    "prepare_inference_batch",
     "BestModelSaver",
+    "FinalModelSaver",
     "EpochSeedHandler",
-    "FullCheckpointSaver",
+    "CHECKPOINT_FILENAME_PATTERN",
+    "epoch_of",
     "latest_checkpoint",
+    "METRIC_COLUMNS",
+    "MetricsReport",
+    "FigureWriter",
+    "InferenceSummary",
     "ConfigError",
     "check_overrides",
     "check_training_settings",

@@ -48,8 +48,8 @@ def check_training_settings(
     for value in lr:
         if not value > 0:
             problems.append(f"learning rate {value!r}: must be > 0")
-    if data_format not in ("prepared", "x2ct"):
-        problems.append(f"data_format = {data_format!r}: must be 'prepared' (datalist.json) or 'x2ct' (X2CT-GAN HDF5 folders)")
+    if data_format not in ("prepared", "raw", "x2ct"):  # the routes of duolift_bundle.data.datasets.make_dataset
+        problems.append(f"data_format = {data_format!r}: must be 'prepared' (datalist.json), 'raw' (CT files) or 'x2ct' (X2CT-GAN HDF5 folders)")
     if problems:
         raise ConfigError("invalid training config:\n  " + "\n  ".join(problems))
     return True

@@ -8,7 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from duolift_bundle.engines.trainer import unwrap
+from duolift_bundle.networks.loading import unwrap
 from duolift_bundle.io_utils import write_json
 
 __all__ = ["init_distributed", "local_device", "weights_digest", "write_rank_digest", "cleanup_distributed"]

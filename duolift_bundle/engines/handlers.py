@@ -1,8 +1,12 @@
-"""Ignite handlers of the training workflow: atomic checkpoints, best-model selection, seeding.
+"""Ignite handlers of the training workflow: best-model selection, seeding, finding checkpoints.
 
-MONAI's ``CheckpointSaver`` writes with Ignite's ``DiskSaver(atomic=False)`` (a killed run can
-leave a truncated file), so checkpoints here go through :func:`duolift_bundle.io_utils.atomic_path`
-(temporary file + rename). Loading for ``--resume`` uses MONAI's ``CheckpointLoader`` as is.
+Full checkpoints are Ignite's own ``Checkpoint`` with ``DiskSaver(atomic=True)`` (wired in
+``configs/train.yaml``; MONAI's ``CheckpointSaver`` uses ``atomic=False``, so a killed run could
+leave a truncated file), loaded back for ``--resume`` by MONAI's ``CheckpointLoader``.
+:class:`BestModelSaver` writes the generator's bare ``state_dict`` to one fixed file name
+(``model.pt``, what inference loads); Ignite's ``Checkpoint`` with a score function names files by
+score and would delete the previous best before writing the new one, so it keeps its own writer
+(atomic, through :func:`duolift_bundle.io_utils.atomic_path`).
 """
 
 from __future__ import annotations
@@ -14,35 +18,42 @@ import re
 from typing import Any, Callable, Mapping, Optional
 
 import torch
-import torch.distributed as dist
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
-from duolift_bundle.engines.trainer import unwrap
+from duolift_bundle.networks.loading import unwrap
 from duolift_bundle.io_utils import atomic_path
 
 __all__ = [
-    "FullCheckpointSaver",
     "BestModelSaver",
     "FinalModelSaver",
     "EpochSeedHandler",
     "latest_checkpoint",
+    "CHECKPOINT_FILENAME_PATTERN",
+    "epoch_of",
     "is_main_process",
 ]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = "checkpoint_epoch={:04d}.pt"
+#: Ignite ``Checkpoint`` file name pattern of the full checkpoints (``checkpoint_epoch=0007.pt``)
+CHECKPOINT_FILENAME_PATTERN = "{name}_epoch={global_step:04d}.{ext}"
 _CHECKPOINT_RE = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
 
 def is_main_process() -> bool:
     """True outside ``torch.distributed`` or on rank 0: only that process writes files."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return idist.get_rank() == 0
 
 
 def _save_atomic(obj: Any, path: str) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def epoch_of(engine: Engine, event: Any = None) -> int:
+    """``global_step_transform`` of the full checkpoints: the trainer's epoch."""
+    return int(engine.state.epoch)
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
@@ -58,52 +69,6 @@ def latest_checkpoint(ckpt_dir: str) -> str:
             "start without --resume, or point --output_dir (or --checkpoint_dir) at the run to continue"
         )
     return max(found)[1]
-
-
-class FullCheckpointSaver:
-    """Every ``interval`` epochs (and when training completes) write one file holding the state of
-    every object in ``save_dict`` (G, D, optimizers, schedulers, the trainer's epoch / iteration,
-    the best-model tracker), atomically, as ``checkpoint_epoch=NNNN.pt``; keep the newest
-    ``n_saved``. Only rank 0 writes. The keys are those that MONAI's ``CheckpointLoader`` takes back.
-
-    Args:
-        save_dir: folder of the checkpoints.
-        save_dict: name -> object with ``state_dict()`` (an Ignite engine included).
-        interval: epochs between checkpoints.
-        n_saved: how many checkpoints to keep (older ones are deleted after a new one is written).
-    """
-
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], interval: int = 1, n_saved: int = 2) -> None:
-        if interval < 1 or n_saved < 1:
-            raise ValueError(f"interval and n_saved must be >= 1, got {interval}, {n_saved}")
-        self.save_dir = str(save_dir)
-        self.save_dict = dict(save_dict)
-        self.interval = interval
-        self.n_saved = n_saved
-        self.last_path: Optional[str] = None
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
-        engine.add_event_handler(Events.COMPLETED, self._final)
-
-    def _final(self, engine: Engine) -> None:
-        if engine.state.epoch % self.interval:
-            self(engine)
-
-    def __call__(self, engine: Engine) -> None:
-        if not is_main_process():
-            return
-        state = {}
-        for name, obj in self.save_dict.items():
-            obj = unwrap(obj) if isinstance(obj, torch.nn.Module) else obj
-            state[name] = obj.state_dict()
-        path = os.path.join(self.save_dir, CHECKPOINT_PATTERN.format(engine.state.epoch))
-        _save_atomic(state, path)
-        self.last_path = path
-        logger.info("full checkpoint (epoch %d, iteration %d): %s", engine.state.epoch, engine.state.iteration, path)
-        old = sorted(glob.glob(os.path.join(glob.escape(self.save_dir), "checkpoint_epoch=*.pt")))
-        for stale in old[: max(0, len(old) - self.n_saved)]:
-            os.remove(stale)
 
 
 class BestModelSaver:

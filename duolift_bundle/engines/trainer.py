@@ -18,46 +18,17 @@ from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
 from torch.utils.data import DataLoader
 
-from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, XRAY_KEY
+from duolift_bundle.constants import LUNG_MASK_KEY
+from duolift_bundle.engines.batches import plain, prepare_xray_batch
+from duolift_bundle.networks.loading import unwrap
 
-__all__ = ["DuoLiftTrainer", "NonFiniteLossError", "prepare_xray_batch", "unwrap"]
+__all__ = ["DuoLiftTrainer", "NonFiniteLossError"]
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or Inf; raised before the optimizer could use it."""
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel / auxiliary-output wrappers."""
-    while True:
-        inner = getattr(network, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(network, "net", None) if getattr(network, "wraps_generator", False) else None
-        if not isinstance(inner, nn.Module):
-            return network
-        network = inner
-
-
-def prepare_xray_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any):
-    """MONAI ``prepare_batch`` for the bundle's data contract: ``(xray, ct)`` on ``device``.
-
-    ``xray`` ``(B, V, H, W)`` is the network input and ``ct`` ``(B, 1, D, H, W)`` the target
-    (MONAI evaluators then store them as ``pred`` / ``label``).
-    """
-    for key in (XRAY_KEY, CT_KEY):
-        if key not in batchdata:
-            raise KeyError(f"batch has no {key!r} entry (keys: {sorted(batchdata)}); see the data contract in docs/README.md")
-    # plain tensors: the networks need no image metadata, and MetaTensor bookkeeping on every
-    # operation of a 3D generator costs time
-    xray = _plain(batchdata[XRAY_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
-    ct = _plain(batchdata[CT_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)
-    return xray, ct
-
-
-def _plain(x: Any) -> torch.Tensor:
-    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
 class DuoLiftTrainer(Trainer):
@@ -198,7 +169,7 @@ class DuoLiftTrainer(Trainer):
         xray, ct = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
         mask = batchdata.get(LUNG_MASK_KEY)
         if mask is not None:
-            mask = _plain(mask).to(engine.state.device, non_blocking=engine.non_blocking).to(ct.dtype)
+            mask = plain(mask).to(engine.state.device, non_blocking=engine.non_blocking).to(ct.dtype)
         n = self.accumulation_steps
         it = engine.state.iteration
         epoch_end = bool(engine.state.epoch_length) and it % engine.state.epoch_length == 0

@@ -5,9 +5,9 @@ Segmenters (each reports its ``name``, which goes into every result row, so a fa
 mistaken for the paper's tool):
 
 - :class:`LungmaskR231` -- lungmask's U-Net R231 (Hofmanninger et al. 2020), the paper's lung
-  segmenter; weights through :mod:`duolift_bundle.weights`.
+  segmenter; weights through :mod:`duolift_bundle.metrics.weights`.
 - :class:`TotalSegmentatorVessels` -- TotalSegmentator's ``lung_vessels`` task (arteries and
-  veins), the paper's vessel segmenter; weights through :mod:`duolift_bundle.weights`.
+  veins), the paper's vessel segmenter; weights through :mod:`duolift_bundle.metrics.weights`.
 - :class:`ClassicalLungSegmenter` -- offline fallback: the LiftReg-style threshold recipe of
   :mod:`duolift_bundle.transforms.lung_mask`.
 - :class:`FrangiVesselSegmenter` -- offline fallback: Frangi vesselness (scikit-image) of bright
@@ -27,7 +27,7 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 
 from duolift_bundle.transforms.lung_mask import classical_lung_mask
-from duolift_bundle.weights import LUNGMASK_R231, TOTALSEG_LUNG_VESSELS, WeightsNotFoundError, resolve_weights
+from duolift_bundle.metrics.weights import LUNGMASK_R231, TOTALSEG_LUNG_VESSELS, WeightsNotFoundError, resolve_weights
 
 __all__ = [
     "Segmenter",
@@ -37,6 +37,8 @@ __all__ = [
     "FrangiVesselSegmenter",
     "TotalSegmentatorVessels",
     "anatomical_dice",
+    "lung_segmenter",
+    "vessel_segmenter",
 ]
 
 
@@ -129,7 +131,7 @@ class TotalSegmentatorVessels:
     """TotalSegmentator ``lung_vessels`` (labels ``lung_arteries`` + ``lung_veins``).
 
     The weights folders (``Dataset117_*``, ``Dataset297_*``) are resolved before anything runs,
-    so a machine without them gets :class:`~duolift_bundle.weights.WeightsNotFoundError` naming
+    so a machine without them gets :class:`~duolift_bundle.metrics.weights.WeightsNotFoundError` naming
     the folders, not a download attempt.
 
     Args:
@@ -191,3 +193,22 @@ def anatomical_dice(pred_hu: np.ndarray, target_hu: np.ndarray, spacing: Sequenc
         "lung_segmenter": lung.name,
         "vessel_segmenter": vessel.name,
     }
+
+
+def lung_segmenter(name: str = "lungmask", weights: Optional[str] = None, allow_download: bool = False):
+    """``"lungmask"`` (the paper's, R231) or ``"classical"`` (offline fallback)."""
+    if name == "lungmask":
+        return LungmaskR231(weights=weights, allow_download=allow_download)
+    if name == "classical":
+        return ClassicalLungSegmenter()
+    raise ValueError(f"lung_segmenter must be 'lungmask' or 'classical', got {name!r}")
+
+
+def vessel_segmenter(name: str = "totalsegmentator", weights_dir: Optional[str] = None, lung=None, device: str = "cpu"):
+    """``"totalsegmentator"`` (the paper's, lung_vessels) or ``"frangi"`` (offline fallback, inside
+    the lungs found by ``lung``)."""
+    if name == "totalsegmentator":
+        return TotalSegmentatorVessels(weights_dir=weights_dir, device=device)
+    if name == "frangi":
+        return FrangiVesselSegmenter(lung)
+    raise ValueError(f"vessel_segmenter must be 'totalsegmentator' or 'frangi', got {name!r}")

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.metrics import CumulativeIterationMetric
 
 __all__ = [
     "X2CT_PSNR_OFFSET_DB",
@@ -38,6 +39,7 @@ __all__ = [
     "slices",
     "psnr_image",
     "ssim_image",
+    "VolumeMetric",
 ]
 
 #: PSNR difference of X2CT-GAN's code (peak 4095 on a 0..2500 scale) over the [0, 1] definition.
@@ -156,3 +158,35 @@ def ssim_image(pred, target, win_size: int = 11, sigma: float = 1.5) -> float:
     """SSIM of two 2D images in [0, 1] with the 2D Gaussian window of SSIM(2D)."""
     p, t = _image_pair(pred, target)
     return float(_ssim_map(p[None, None], t[None, None], gaussian_window(win_size, sigma, 2), False).mean())
+
+
+class VolumeMetric(CumulativeIterationMetric):
+    """A per-volume metric of this module as a MONAI metric, for ``IgniteMetricHandler``: training
+    selects its best model with the same code that writes the evaluation reports.
+
+    ``VolumeMetric("psnr_3d")(y_pred, y)`` with ``(B, 1, D, H, W)`` batches in [0, 1] gives
+    ``(B, 1)`` values; :meth:`aggregate` returns their mean over every volume seen (the paper's
+    "mean over the test set").
+
+    Args:
+        name: ``"psnr_3d"``, ``"ssim_3d"``, ``"psnr_2d"``, ``"ssim_2d"`` or ``"mae"``.
+    """
+
+    _FUNCTIONS = {"psnr_3d": psnr_3d, "ssim_3d": ssim_3d, "psnr_2d": psnr_2d, "ssim_2d": ssim_2d, "mae": mae}
+
+    def __init__(self, name: str = "psnr_3d") -> None:
+        super().__init__()
+        if name not in self._FUNCTIONS:
+            raise ValueError(f"VolumeMetric name must be one of {sorted(self._FUNCTIONS)}, got {name!r}")
+        self.name = name
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        fn = self._FUNCTIONS[self.name]
+        values = [fn(p, t) for p, t in zip(y_pred.detach().cpu(), y.detach().cpu())]
+        return torch.tensor(values, dtype=torch.float64)[:, None]
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor) or data.numel() == 0:
+            raise ValueError(f"{self.name}: no volume was measured")
+        return data.float().mean()

@@ -3,7 +3,7 @@
 The ``lpips`` package (Zhang et al. 2018) ships its linear calibration layers but takes the VGG16
 backbone from torchvision, which downloads ``vgg16-397923af.pth``. Here the backbone is built
 without download (``pnet_rand=True``) and its convolutions are filled from the file that
-:func:`duolift_bundle.weights.resolve_weights` finds (explicit path, ``$DUOLIFT_VGG16_WEIGHTS``,
+:func:`duolift_bundle.metrics.weights.resolve_weights` finds (explicit path, ``$DUOLIFT_VGG16_WEIGHTS``,
 the torch hub cache, or a download where allowed). Files holding either torchvision's whole
 VGG16 ``state_dict`` or only its ``features.*`` entries are accepted.
 
@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import torch
 
 from duolift_bundle.metrics.image import _pair, slices
-from duolift_bundle.weights import VGG16, resolve_weights
+from duolift_bundle.metrics.weights import VGG16, resolve_weights
 
 __all__ = ["SliceLPIPS", "load_vgg16_features"]
 

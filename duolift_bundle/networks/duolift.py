@@ -163,15 +163,6 @@ class DuoLiftGenerator(nn.Module):
         self.lift = lift
         self.dual_branch = dual_branch
         self.share_encoder = share_encoder
-        self.widths = {
-            "encoder_channels": enc,
-            "branch1_channels": b1,
-            "fuse_channels": fuse,
-            "image_branch_channels": img_ch if dual_branch else 0,
-            "unetpp_features": upp,
-            "unetpp_out_channels": upp_out,
-            "unet_features": unet,
-        }
 
         # Branch 1: 2D encoders and feature lifting.
         n_enc = 1 if share_encoder else views

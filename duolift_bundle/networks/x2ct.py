@@ -108,7 +108,7 @@ class _UpBlock3D(nn.Module):
 class _ViewPath(nn.Module):
     """One view: its 2D encoder, Connection-A, Connection-B skips and its 3D decoder."""
 
-    def __init__(self, view: int, size: int, stem: int, enc: Sequence[int], dec: Sequence[int], growth: int, layers: int) -> None:
+    def __init__(self, view: int, stem: int, enc: Sequence[int], dec: Sequence[int], growth: int, layers: int) -> None:
         super().__init__()
         self.view = view
         self.encoder = _Encoder2D(stem, enc, growth, layers)
@@ -174,7 +174,7 @@ class X2CTGenerator(nn.Module):
         self.views = views
         self.image_size = image_size
         dec = list(decoder_channels)
-        self.paths = nn.ModuleList([_ViewPath(v, image_size, stem_channels, encoder_channels, dec, growth, dense_layers) for v in range(views)])
+        self.paths = nn.ModuleList([_ViewPath(v, stem_channels, encoder_channels, dec, growth, dense_layers) for v in range(views)])
         self.fusion = nn.ModuleList([_UpBlock3D(dec[i], dec[i + 1]) for i in range(len(dec) - 1)])
         self.head = nn.Conv3d(dec[-1], 1, kernel_size=1)
 

@@ -35,48 +35,29 @@ from monai.transforms import (
     ThresholdIntensityd,
 )
 
-from duolift_bundle.constants import AIR_HU, AXIS_LABELS, HU_MAX, HU_MIN, VOLUME_AXCODES
+from duolift_bundle.constants import AIR_HU, AXIS_LABELS, VOLUME_AXCODES
+from duolift_bundle.geometry import CTProtocol
 
-__all__ = ["ct_protocol", "Z_ANCHORS"]
-
-Z_ANCHORS = ("superior", "center")
+__all__ = ["ct_protocol"]
 
 
-def ct_protocol(
-    keys: Sequence[str] | str = ("ct",),
-    label_keys: Sequence[str] | str = (),
-    spacing: float = 1.0,
-    crop_size: int = 320,
-    size: int = 128,
-    hu_window: Sequence[float] = (HU_MIN, HU_MAX),
-    z_anchor: str = "superior",
-    lazy: bool = False,
-) -> Compose:
+def ct_protocol(keys: Sequence[str] | str = ("ct",), label_keys: Sequence[str] | str = (), protocol: CTProtocol | None = None) -> Compose:
     """Build the protocol Compose (see the module docstring).
 
     Args:
         keys: image keys holding HU volumes ``(1, X, Y, Z)`` with an affine (MetaTensor).
         label_keys: label volumes resampled with nearest neighbour alongside.
-        spacing: isotropic resampling step in mm.
-        crop_size: cube side in voxels after resampling.
-        size: final cube side in voxels.
-        hu_window: ``(hu_min, hu_max)`` mapped to [0, 1].
-        z_anchor: ``"superior"`` or ``"center"`` (see step 5).
-        lazy: fuse the spatial steps with MONAI lazy resampling.
+        protocol: spacing, crop size, final size, HU window, z anchor and laziness
+            (:class:`~duolift_bundle.geometry.CTProtocol`; X2CT's by default).
 
     Returns:
         A Compose mapping the HU volumes to ``(1, size, size, size)`` float32 in [0, 1] (labels:
         same shape, values preserved).
     """
+    p = protocol or CTProtocol()
     keys = [keys] if isinstance(keys, str) else list(keys)
     label_keys = [label_keys] if isinstance(label_keys, str) else list(label_keys)
-    if z_anchor not in Z_ANCHORS:
-        raise ValueError(f"z_anchor must be one of {Z_ANCHORS}, got {z_anchor!r}")
-    if spacing <= 0 or crop_size < 1 or size < 1:
-        raise ValueError(f"protocol needs positive spacing / sizes, got spacing={spacing}, crop_size={crop_size}, size={size}")
-    hu_min, hu_max = float(hu_window[0]), float(hu_window[1])
-    if not hu_max > hu_min:
-        raise ValueError(f"hu_window must be increasing, got {hu_window}")
+    hu_min, hu_max = p.hu_window
     all_keys = keys + label_keys
     interp = ["bilinear"] * len(keys) + ["nearest"] * len(label_keys)
     resize_modes = ["trilinear"] * len(keys) + ["nearest"] * len(label_keys)
@@ -85,13 +66,13 @@ def ct_protocol(
         ThresholdIntensityd(keys, threshold=max(AIR_HU, hu_min), above=True, cval=max(AIR_HU, hu_min)),
         ScaleIntensityRanged(keys, a_min=hu_min, a_max=hu_max, b_min=0.0, b_max=1.0, clip=True),
         Orientationd(all_keys, axcodes=VOLUME_AXCODES, labels=AXIS_LABELS),
-        Spacingd(all_keys, pixdim=float(spacing), mode=interp, padding_mode="zeros"),
+        Spacingd(all_keys, pixdim=float(p.spacing), mode=interp, padding_mode="zeros"),
     ]
-    if z_anchor == "superior":
-        steps.append(SpatialCropd(all_keys, roi_slices=[slice(0, crop_size), slice(None), slice(None)]))
+    if p.z_anchor == "superior":
+        steps.append(SpatialCropd(all_keys, roi_slices=[slice(0, p.crop_size), slice(None), slice(None)]))
     steps += [
-        ResizeWithPadOrCropd(all_keys, spatial_size=crop_size, mode="constant", value=0),
-        Resized(all_keys, spatial_size=(size, size, size), mode=resize_modes),
+        ResizeWithPadOrCropd(all_keys, spatial_size=p.crop_size, mode="constant", value=0),
+        Resized(all_keys, spatial_size=(p.size,) * 3, mode=resize_modes),
     ]
     overrides = {k: {"mode": m, "padding_mode": "zeros"} for k, m in zip(all_keys, interp)}
-    return Compose(steps, lazy=lazy, overrides=overrides if lazy else None)
+    return Compose(steps, lazy=p.lazy, overrides=overrides if p.lazy else None)

@@ -31,9 +31,7 @@ clipped at 0; the line integral is in units of mu * mm (dimensionless).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,62 +40,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from duolift_bundle.constants import HU_MAX, HU_MIN, VIEWS, unit_to_hu
+from duolift_bundle.geometry import DRR_NORMALIZE, MU_WATER, DRRGeometry, Protocol
 
-__all__ = [
-    "DRRGeometry",
-    "hu_to_mu",
-    "line_integrals",
-    "DRRProjector",
-    "DRRd",
-    "MU_WATER",
-    "geometry_summary",
-]
-
-#: Linear attenuation of water in 1/mm (about 70 keV effective energy).
-MU_WATER: float = 0.02
-
-_NORMALIZE = ("max", "fixed", "none")
-
-
-@dataclass(frozen=True)
-class DRRGeometry:
-    """Cone-beam (or parallel-beam) geometry of one radiograph set-up.
-
-    Args:
-        sad: source-to-isocentre distance in mm; ``None`` gives a parallel beam.
-        sid: source-to-detector distance in mm (ignored for a parallel beam).
-        detector_size: physical width (= height) of the square detector in mm.
-        detector_pixels: pixels per detector side at which rays are traced.
-        output_size: pixels per side after area resampling (the network's input size).
-        frontal_source: ``"posterior"`` (PA, default) or ``"anterior"`` (AP).
-        lateral_source: ``"right"`` (default; detector on the patient's left) or ``"left"``.
-    """
-
-    sad: float | None = 541.0
-    sid: float = 949.0
-    detector_size: float = 500.0
-    detector_pixels: int = 320
-    output_size: int = 128
-    frontal_source: str = "posterior"
-    lateral_source: str = "right"
-
-    def __post_init__(self) -> None:
-        if self.sad is not None and not (0 < self.sad < self.sid):
-            raise ValueError(f"DRR geometry needs 0 < sad < sid, got sad={self.sad}, sid={self.sid}")
-        if self.detector_size <= 0 or self.detector_pixels < 1 or self.output_size < 1:
-            raise ValueError(f"DRR detector must have positive size and pixel counts, got {self}")
-        if self.frontal_source not in ("posterior", "anterior"):
-            raise ValueError(f"frontal_source must be 'posterior' (PA) or 'anterior' (AP), got {self.frontal_source!r}")
-        if self.lateral_source not in ("right", "left"):
-            raise ValueError(f"lateral_source must be 'right' or 'left', got {self.lateral_source!r}")
-
-    @property
-    def pixel_size(self) -> float:
-        """Detector pixel pitch in mm at ``detector_pixels`` resolution."""
-        return self.detector_size / self.detector_pixels
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["DRRGeometry", "hu_to_mu", "line_integrals", "DRRProjector", "DRRd", "MU_WATER"]
 
 
 def hu_to_mu(hu: torch.Tensor, mu_water: float = MU_WATER) -> torch.Tensor:
@@ -197,7 +142,7 @@ class DRRProjector(torch.nn.Module):
     Args:
         geometry: the DRR set-up (X2CT's by default).
         views: the views to produce, in output-channel order.
-        spacing: voxel size in mm ``(sD, sH, sW)``; default 2.5 mm (320 mm / 128).
+        spacing: voxel size in mm ``(sD, sH, sW)``; default the protocol's (2.5 mm = 320 mm / 128).
         input_range: ``"unit"`` for the data contract's [0, 1] CT (mapped back with the HU window
             ``hu_window``), or ``"hu"``.
         normalize: ``"max"`` divides each image by its own maximum (X2CT), ``"fixed"`` divides by
@@ -213,7 +158,7 @@ class DRRProjector(torch.nn.Module):
         self,
         geometry: DRRGeometry | None = None,
         views: Sequence[str] = VIEWS,
-        spacing: Sequence[float] | float = 2.5,
+        spacing: Sequence[float] | float | None = None,
         input_range: str = "unit",
         normalize: str = "max",
         max_value: float = 12.0,
@@ -229,17 +174,35 @@ class DRRProjector(torch.nn.Module):
                 raise ValueError(f"Unknown DRR view {v!r}; expected a subset of {VIEWS}")
         if not self.views:
             raise ValueError("DRRProjector needs at least one view")
+        if spacing is None:
+            spacing = Protocol().ct.voxel_mm
         self.spacing = (float(spacing),) * 3 if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
         if input_range not in ("unit", "hu"):
             raise ValueError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
-        if normalize not in _NORMALIZE:
-            raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
+        if normalize not in DRR_NORMALIZE:
+            raise ValueError(f"normalize must be one of {DRR_NORMALIZE}, got {normalize!r}")
         self.input_range = input_range
         self.normalize = normalize
         self.max_value = float(max_value)
         self.flip_frontal = bool(flip_frontal)
         self.mu_water = float(mu_water)
         self.hu_window = tuple(hu_window)
+
+    @classmethod
+    def from_protocol(cls, protocol: Protocol, views: Sequence[str] = VIEWS, input_range: str = "unit") -> "DRRProjector":
+        """The projector of ``protocol``: its DRR settings, voxel size and HU window."""
+        drr = protocol.drr
+        return cls(
+            drr.geometry,
+            views=views,
+            spacing=protocol.ct.voxel_mm,
+            input_range=input_range,
+            normalize=drr.normalize,
+            max_value=drr.max_value,
+            flip_frontal=drr.flip_frontal,
+            mu_water=drr.mu_water,
+            hu_window=protocol.ct.hu_window,
+        )
 
     def attenuation(self, ct: torch.Tensor) -> torch.Tensor:
         hu = unit_to_hu(ct, *self.hu_window) if self.input_range == "unit" else ct
@@ -281,11 +244,11 @@ def _spacing_of(img: torch.Tensor, default: Sequence[float] | None) -> tuple[flo
 
 
 class DRRd(MapTransform):
-    """Dictionary transform: ``data[key]`` CT ``(1, D, H, W)`` -> ``data[output_key]`` ``(V, S, S)``.
+    """Dictionary transform: ``data[key]`` CT ``(1, D, H, W)`` in [0, 1] -> ``data[output_key]``
+    ``(V, S, S)``, with the DRR settings and HU window of ``protocol``
+    (:class:`~duolift_bundle.geometry.Protocol`; X2CT's by default).
 
-    The spacing is read from the CT's affine (MetaTensor) unless ``spacing`` is given. All other
-    arguments are those of :class:`DRRProjector`; ``geometry`` may be a :class:`DRRGeometry` or a
-    dict of its fields (as written in a YAML config).
+    The voxel spacing is read from the CT's affine (MetaTensor) unless ``spacing`` is given.
     """
 
     def __init__(
@@ -293,28 +256,13 @@ class DRRd(MapTransform):
         keys: KeysCollection = "ct",
         output_key: str = "xray",
         views: Sequence[str] = VIEWS,
-        geometry: DRRGeometry | Mapping | None = None,
+        protocol: Protocol | None = None,
         spacing: Sequence[float] | None = None,
-        input_range: str = "unit",
-        normalize: str = "max",
-        max_value: float = 12.0,
-        flip_frontal: bool = False,
-        mu_water: float = MU_WATER,
         device: str | torch.device | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if isinstance(geometry, Mapping):
-            geometry = DRRGeometry(**geometry)
-        self.projector = DRRProjector(
-            geometry=geometry,
-            views=views,
-            input_range=input_range,
-            normalize=normalize,
-            max_value=max_value,
-            flip_frontal=flip_frontal,
-            mu_water=mu_water,
-        )
+        self.projector = DRRProjector.from_protocol(protocol or Protocol(), views)
         self.output_key = output_key
         self.spacing = spacing
         self.device = device
@@ -333,16 +281,3 @@ class DRRd(MapTransform):
                 xray = self.projector(vol[None], spacing=spacing)[0]
             d[self.output_key] = xray.cpu()
         return d
-
-
-def geometry_summary(geometry: DRRGeometry) -> str:
-    """One line describing the geometry (for logs and model cards)."""
-    if geometry.sad is None:
-        beam = "parallel beam"
-    else:
-        fan = math.degrees(math.atan(geometry.detector_size / 2 / geometry.sid))
-        beam = f"cone beam SAD {geometry.sad:g} mm, SID {geometry.sid:g} mm (half fan {fan:.1f} deg)"
-    return (
-        f"{beam}, detector {geometry.detector_size:g} mm at {geometry.detector_pixels} px "
-        f"-> {geometry.output_size} px, frontal {'PA' if geometry.frontal_source == 'posterior' else 'AP'}"
-    )

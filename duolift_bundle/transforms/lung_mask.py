@@ -30,6 +30,7 @@ from monai.transforms import MapTransform
 from scipy import ndimage as ndi
 
 from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
+from duolift_bundle.geometry import CTProtocol
 
 __all__ = [
     "kmeans_threshold",
@@ -90,7 +91,7 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0, opening_radius: int = 1
 
 def classical_lung_mask(
     hu: np.ndarray,
-    spacing: Sequence[float] = (2.5, 2.5, 2.5),
+    spacing: Sequence[float] = (CTProtocol().voxel_mm,) * 3,
     min_volume_ml: float = 20.0,
     opening_radius: int = 1,
     closing_radius: int = 2,
@@ -167,7 +168,7 @@ class LungMaskd(MapTransform):
         output_key: str = "lung_mask",
         input_range: str = "unit",
         hu_window: Sequence[float] = (HU_MIN, HU_MAX),
-        spacing: Sequence[float] = (2.5, 2.5, 2.5),
+        spacing: Sequence[float] = (CTProtocol().voxel_mm,) * 3,
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from duolift_bundle.data.datasets import prepared_dataset
 from duolift_bundle.data.sample import sample_datalist, sample_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sample_data_is_small_and_attributed():
@@ -48,9 +48,9 @@ def test_sample_ct_is_the_protocol_volume_to_one_hu(real_ct_dir, tmp_path):
     """The int16 storage of the embedded CT loses nothing beyond 1 HU against a fresh preparation."""
     import nibabel as nib
 
-    from duolift_bundle.data.prepare import PrepareOptions, prepare
+    from duolift_bundle.data.prepare import prepare
 
-    prepare(str(real_ct_dir), str(tmp_path), PrepareOptions(), progress=False)
+    prepare(str(real_ct_dir), str(tmp_path), progress=False)
     fresh = next(p for p in tmp_path.iterdir() if (p / "ct.nii.gz").exists())
     a = np.asarray(nib.load(fresh / "ct.nii.gz").dataobj, dtype=np.float64)
     b = np.asarray(nib.load(sample_dir() / "normal001" / "ct.nii.gz").dataobj, dtype=np.float64)
@@ -72,10 +72,8 @@ CONFIG_STACKS = {
     "train_demo.yaml": ("train", "training", ["train.yaml", "train_cnn.yaml", "demo.yaml"]),
     "inference.yaml": ("infer", "inferring", []),
     "demo.yaml": ("infer", "inferring", ["inference.yaml"]),
-    "evaluate.yaml": ("infer", "evaluating", []),
-    "baseline_mean.yaml": ("infer", "evaluating", ["evaluate.yaml", "demo.yaml"]),
-    "network.yaml": (None, None, []),
-    "data.yaml": (None, None, []),
+    "evaluate.yaml": ("infer", "evaluating", ["inference.yaml"]),
+    "baseline_mean.yaml": ("infer", "evaluating", ["inference.yaml", "evaluate.yaml", "demo.yaml"]),
     "mlflow_tracking.yaml": (None, None, []),  # a --tracking settings file, not a config to merge
 }
 
@@ -97,7 +95,7 @@ def test_every_config_parses(config):
         assert isinstance(parser.get_parsed_content("network_def", instantiate=True), torch.nn.Module)
 
 
-# multi_gpu_train.yaml wraps the networks in DDP, which needs a process group: tests/test_training.py
+# multi_gpu_train.yaml wraps the networks in DDP, which needs a process group: tests/engines/test_training.py
 # runs it under torchrun instead
 @pytest.mark.parametrize("config", sorted(c for c, (kind, _, _) in CONFIG_STACKS.items() if kind and c != "multi_gpu_train.yaml"))
 def test_configs_have_monai_workflow_properties(config, tmp_path):
@@ -150,25 +148,30 @@ def test_metadata_versions_match_pyproject_and_environment():
     assert meta["required_packages_version"] == {k: v for k, v in pins.items() if k not in ("torch", "monai", "numpy")}
     for name, version in pins.items():
         assert importlib.metadata.version(name).split("+")[0] == version, f"{name} installed differs from its pin"
-    assert re.search(r'^version = "%s"$' % re.escape(meta["version"]), (ROOT / "pyproject.toml").read_text(), re.M)
+    import duolift_bundle
+
+    assert meta["version"] == duolift_bundle.__version__  # pyproject.toml reads the same attribute
+    assert 'version = { attr = "duolift_bundle.__version__" }' in (ROOT / "pyproject.toml").read_text()
     assert list(meta["changelog"])[0] == meta["version"]
 
 
 def test_metadata_network_format_matches_the_network():
-    """Channels, shapes and value range of metadata.json are those of network.yaml's default network."""
+    """Channels, shapes and value range of metadata.json are those of inference.yaml's default network."""
     meta = json.loads((ROOT / "configs" / "metadata.json").read_text())
     inp, out = meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "network.yaml"))
-    assert inp["num_channels"] == parser["views"] == len(inp["channel_def"]) == 2
-    assert inp["spatial_shape"] == [parser["image_size"]] * 2 and out["spatial_shape"] == [parser["volume_size"]] * 3
+    parser.read_config(str(ROOT / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(ROOT)
+    default = parser.get_parsed_content("network_def", lazy=False)
+    assert inp["num_channels"] == parser["views"] == default.views == len(inp["channel_def"]) == 2
+    assert inp["spatial_shape"] == [default.image_size] * 2 and out["spatial_shape"] == [default.volume_size] * 3
     assert out["num_channels"] == 1 and inp["value_range"] == out["value_range"] == [0, 1]
     assert inp["dtype"] == out["dtype"] == "float32"
     for field in ("intended_use", "task", "description", "authors", "copyright", "references"):
         assert meta[field], field
     # the value range holds: a small network of the same code maps any X-rays into [0, 1]
-    parser.update({"image_size": 32, "volume_size": 32, "width": 0.0625})
-    net = parser.get_parsed_content("network_def").eval()
+    parser.update({"size": 32, "width": 0.0625})
+    net = parser.get_parsed_content("network_def", lazy=False).eval()
     with torch.no_grad():
         y = net(torch.rand(2, 2, 32, 32) * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
     assert y.dtype == torch.float32 and y.shape == (2, 1, 32, 32, 32) and 0.0 <= float(y.min()) and float(y.max()) <= 1.0
@@ -190,7 +193,7 @@ def _sha256(path: Path) -> str:
 def test_demo_model_matches_its_provenance():
     """models/model.pt is the file the model card describes, its recipe is what the demo configs
     resolve to, and it loads into the network of configs/demo.yaml."""
-    from duolift_bundle.inference import load_generator
+    from duolift_bundle.networks import load_generator
 
     demo, path = _demo(), ROOT / "models" / "model.pt"
     assert path.stat().st_size < 25e6

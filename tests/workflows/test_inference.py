@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_small_prepared
+from conftest import ROOT, make_small_prepared
 from duolift_bundle.data.xray_io import XRayInputError, load_xray, square_resize
-from duolift_bundle.inference import default_affine, inference_items, load_generator
-from duolift_bundle.networks import DuoLiftGenerator
+from duolift_bundle.data.inference_case import inference_items
+from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.networks import DuoLiftGenerator, load_generator
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_dicom_xray(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", modality: str = "DX", frames: int = 1, pixel_data: bool = True, window=None) -> None:
@@ -61,8 +61,30 @@ def test_png_reader_and_square_crop(tmp_path, gradient):
     out = load_xray(png, size=20)
     assert out.shape == (20, 20) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
-    ref = square_resize((gradient - gradient.min()) / np.ptp(gradient), 20)  # centred 40 x 40 crop
+    # reference by hand: the centred 40 x 40 crop (columns 10..49), 2 x 2 block means
+    unit = (gradient - gradient.min()) / np.ptp(gradient)
+    ref = unit[:, 10:50].reshape(20, 2, 20, 2).mean(axis=(1, 3))
     np.testing.assert_allclose(out, ref, atol=1.5 / 255)
+
+
+@pytest.mark.parametrize("shape, size", [((50, 40), 20), ((42, 63), 21), ((30, 30), 60)])
+def test_square_resize_against_independent_references(shape, size):
+    """Shrinking: area averaging = block means of the centred crop (numpy); enlarging: bilinear
+    with half-pixel centres = scikit-image's order-1 resize without anti-aliasing."""
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(1)
+    image = rng.random(shape).astype(np.float32)
+    s = min(shape)
+    top, left = (shape[0] - s) // 2, (shape[1] - s) // 2
+    crop = image[top : top + s, left : left + s]
+    out = square_resize(image, size)
+    assert out.shape == (size, size)
+    if s >= size:
+        f = s // size
+        np.testing.assert_allclose(out, crop.reshape(size, f, size, f).mean(axis=(1, 3)), atol=1e-6)
+    else:
+        np.testing.assert_allclose(out, resize(crop, (size, size), order=1, mode="edge", anti_aliasing=False), atol=1e-5)
 
 
 @pytest.mark.parametrize("mode, message", [("RGB", "RGB image"), ("I;16", "16-bit image"), ("P", "a P image")])
@@ -175,9 +197,12 @@ def prepared32(tmp_path_factory) -> Path:
     return make_small_prepared(tmp_path_factory.mktemp("prepared32"), n=3, seed=40)
 
 
-def bundle(run_id: str, config: str, *args: str) -> subprocess.CompletedProcess:
+EVALUATE = "['configs/inference.yaml','configs/evaluate.yaml']"
+
+
+def bundle(run_id: str, config: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config, *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def mixed_inputs(prepared32: Path, folder: Path) -> None:
@@ -214,11 +239,27 @@ def test_inference_on_a_mixed_folder(prepared32, small_model, tmp_path):
         assert -1024.0 <= data.min() and data.max() <= 1476.0
         np.testing.assert_allclose(data, unit.get_fdata() * 2500 - 1024, atol=1e-3)
         assert {"frontal_psnr", "frontal_ssim", "lateral_psnr", "lateral_ssim"} <= set(row)
-        expected = default_affine(32) if row["kind"] == "xray" else nib.load(prepared32 / "phantom_0040" / "ct.nii.gz").affine
+        expected = CTProtocol(size=32).affine() if row["kind"] == "xray" else nib.load(prepared32 / "phantom_0040" / "ct.nii.gz").affine
         np.testing.assert_allclose(hu.affine, expected, atol=1e-4)
     log = result.stdout + result.stderr
     assert "ct_case (ct): wrote" in log and "projection consistency" in log
     assert not list(out.rglob("*.tmp*"))
+
+
+def test_inference_runs_from_another_working_directory(prepared32, small_model, tmp_path):
+    """No config reads another file relative to the working directory: inference.yaml given by
+    absolute path runs from an unrelated folder with --bundle_root, and every default output
+    lands under the bundle root given (the way the model zoo's CI runs a bundle)."""
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "bundle"
+    elsewhere.mkdir()
+    (root / "models").mkdir(parents=True)
+    shutil.copy(small_model, root / "models" / "model.pt")
+    case = sorted(p for p in prepared32.iterdir() if p.name.startswith("phantom"))[0]
+    result = bundle("inferring", str(ROOT / "configs" / "inference.yaml"), "--bundle_root", str(root), "--input_dir", str(case),
+                    "--size", "32", "--width", "0.0625", "--progress", "False", cwd=elsewhere)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (root / "eval" / "inference" / case.name / "recon_hu.nii.gz").is_file()
+    assert not list(elsewhere.iterdir())
 
 
 def test_failed_case_keeps_finished_ones(prepared32, small_model, tmp_path):
@@ -250,13 +291,13 @@ def test_unwritable_output_folder(small_model, tmp_path):
 def test_inference_on_the_real_chest_ct(real_ct_dir, tmp_path):
     """The real CT of ../shared/data through its DRRs at the paper's 128^3 (a 1/16-width model):
     the NIfTI lands in the CT's world space (the affine of the prepared protocol volume)."""
-    from duolift_bundle.data.prepare import PrepareOptions, prepare
+    from duolift_bundle.data.prepare import prepare
 
     torch.manual_seed(0)
     model = tmp_path / "model.pt"
     torch.save(DuoLiftGenerator(width=1 / 16).state_dict(), model)
     prepared = tmp_path / "prepared"
-    prepare(str(real_ct_dir), str(prepared), PrepareOptions(), progress=False)
+    prepare(str(real_ct_dir), str(prepared), progress=False)
     case = next(p for p in prepared.iterdir() if (p / "ct.nii.gz").exists())
     out = tmp_path / "out"
     result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(real_ct_dir), "--output_dir", str(out),
@@ -274,7 +315,7 @@ def test_evaluate_config_on_phantoms(prepared32, small_model, tmp_path):
     out = tmp_path / "eval"
     common = ["--dataset_dir", str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625",
               "--lung_segmenter", "classical", "--vessel_segmenter", "frangi", "--lpips", "False"]  # fmt: skip
-    result = bundle("evaluating", "configs/evaluate.yaml", *common, "--output_dir", str(out))
+    result = bundle("evaluating", EVALUATE, *common, "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-4000:]
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and rows[0].startswith("case,psnr_2d,psnr_3d,ssim_2d,ssim_3d,mae,dice_lung,dice_vessel")
@@ -285,7 +326,7 @@ def test_evaluate_config_on_phantoms(prepared32, small_model, tmp_path):
     assert len(list((out / "figures").glob("*.png"))) == 3
     assert not (out / "reconstructions").exists()  # save_recon is off by default
     x2ct = tmp_path / "eval_x2ct"
-    assert bundle("evaluating", "configs/evaluate.yaml", *common, "--output_dir", str(x2ct), "--metric_mode", "x2ct").returncode == 0
+    assert bundle("evaluating", EVALUATE, *common, "--output_dir", str(x2ct), "--metric_mode", "x2ct").returncode == 0
     s2 = json.loads((x2ct / "summary.json").read_text())
     delta = s2["metrics"]["psnr_3d"]["mean"] - summary["metrics"]["psnr_3d"]["mean"]
     assert delta == pytest.approx(4.286, abs=1e-3)
@@ -294,7 +335,7 @@ def test_evaluate_config_on_phantoms(prepared32, small_model, tmp_path):
 def test_evaluate_without_weights_names_the_missing_file(prepared32, small_model, tmp_path):
     env_home = tmp_path / "torch"
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", "configs/evaluate.yaml", "--dataset_dir",
+        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", EVALUATE, "--dataset_dir",
          str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--output_dir", str(tmp_path / "e")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "TORCH_HOME": str(env_home), "DUOLIFT_VGG16_WEIGHTS": "", "DUOLIFT_LUNGMASK_WEIGHTS": ""},

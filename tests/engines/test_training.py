@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_small_prepared
+from conftest import ROOT, make_small_prepared
 from duolift_bundle.engines import DuoLiftTrainer, NonFiniteLossError
 from duolift_bundle.losses import DuoLiftGeneratorLoss
 from duolift_bundle.networks import DuoLiftGenerator, WithAuxiliaryOutputs
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--width", "0.0625"]
 GAN = ["configs/train.yaml"]
 CNN = ["configs/train.yaml", "configs/train_cnn.yaml"]
@@ -72,7 +71,8 @@ def test_training_configs_end_to_end(phantoms32, tmp_path, name, configs, views,
     net.load_state_dict(state)
     # the full checkpoint: everything a resume needs
     ckpt = load_checkpoint(out / "checkpoints" / "checkpoint_epoch=0002.pt")
-    expected = {"generator", "g_optimizer", "g_scheduler", "best_model", "trainer"}
+    # "checkpointer": Ignite's Checkpoint saves its own file list, so a resumed run prunes too
+    expected = {"generator", "g_optimizer", "g_scheduler", "best_model", "trainer", "checkpointer"}
     expected |= {"discriminator", "d_optimizer", "d_scheduler"} if gan else set()
     assert set(ckpt) == expected
     assert ckpt["trainer"]["iteration"] == 6 and ckpt["trainer"]["max_epochs"] == 2
@@ -108,6 +108,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(phantoms32, tmp_path):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     assert a["best_model"] == b["best_model"]
+    # the resumed run went on pruning the files of the killed one: the newest n_saved = 2 remain
+    assert sorted(p.name for p in (killed / "checkpoints").glob("*.pt")) == ["checkpoint_epoch=0003.pt", "checkpoint_epoch=0004.pt"]
 
 
 @pytest.mark.parametrize("full_checkpoint", [False, True])

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import ROOT
+from duolift_bundle.geometry import Protocol
+from duolift_bundle.transforms.contract import CheckContractd, DataContractError
 from duolift_bundle.data.datasets import (
-    CheckContractd,
-    DataContractError,
     load_datalist,
     prepared_dataset,
     raw_ct_dataset,
@@ -41,11 +41,12 @@ def test_prepared_route(phantom_set, views):
 
 
 def test_raw_route_matches_prepared(phantom_set, tmp_path):
-    """The in-config chain gives the same tensors as the preparation CLI wrote."""
+    """The in-config raw route gives the tensors the preparation wrote (its NIfTI round trip
+    loses nothing beyond float32 rounding), and PersistentDataset caches it."""
     from duolift_bundle.data.datasets import prepared_transforms
 
     raw = phantom_set / "raw" / "phantom_0010.nii.gz"
-    ds = raw_ct_dataset([str(raw)], protocol={"lazy": True}, cache_dir=tmp_path / "cache")
+    ds = raw_ct_dataset(str(raw), None, protocol=Protocol.build(lazy=True), cache_dir=tmp_path / "cache")
     sample = ds[0]
     _check_contract(sample)
     assert any((tmp_path / "cache").iterdir()), "PersistentDataset must cache the deterministic chain"
@@ -113,20 +114,22 @@ def test_metadata_single_source_and_fields():
     assert out["spatial_shape"] == [128, 128, 128] and out["value_range"] == [0, 1]
 
 
-def test_data_config_parses_and_builds_routes(phantom_set, tmp_path):
+def test_preparing_draws_the_raw_route_of_train_yaml(phantom_set, tmp_path):
+    """`run preparing` of train.yaml: the raw route (discovery -> raw chain) reaches the data
+    contract from raw CT files, and a figure is written per case."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "data.yaml"))
-    parser["bundle_root"] = str(ROOT)
-    parser["dataset_dir"] = str(phantom_set)
-    parser["raw_source"] = str(phantom_set / "raw" / "phantom_0011.nii.gz")
-    parser["protocol"]["lazy"] = True
-    parser["figure_dir"] = str(tmp_path / "figs")
-    ds = parser.get_parsed_content("prepared_dataset")
-    _check_contract(ds[0])
+    parser.read_config(str(ROOT / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(ROOT), "data_format": "raw", "raw_source": str(phantom_set / "raw" / "phantom_0011.nii.gz"),
+                   "protocol#lazy": True, "figure_dir": str(tmp_path / "figs")})  # fmt: skip
     parser.get_parsed_content("preparing")
     assert (tmp_path / "figs" / "phantom_0011.png").stat().st_size > 10_000
+    from duolift_bundle.data.datasets import make_dataset
+
+    raw = make_dataset("raw", None, protocol=parser.get_parsed_content("protocol"), raw_source=str(phantom_set / "raw"))
+    assert sorted(d["case"] for d in raw) == [f"phantom_{i:04d}" for i in range(10, 14)]
+    _check_contract(raw[0])
 
 
 def test_logging_conf_is_loadable():

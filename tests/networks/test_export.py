@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from monai.bundle import ConfigParser
 
-ROOT = Path(__file__).resolve().parents[1]
 # paper code path at the metadata's 128^2 -> 128^3 shapes, at 1/16 width so it runs in seconds
 OVERRIDES = ["--width", "0.0625"]
 
 
 def bundle_cmd(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", "configs/metadata.json", "--config_file", "configs/network.yaml"]
+    cmd = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml"]
     return subprocess.run(cmd + OVERRIDES, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -32,7 +33,7 @@ def test_verify_net_in_out_catches_a_wrong_view_count():
     fails with the generator's own shape message."""
     result = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
-         "--config_file", "configs/network.yaml", "--width", "0.0625", "--views", "1"],
+         "--config_file", "configs/inference.yaml", "--width", "0.0625", "--views", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode != 0
@@ -41,7 +42,7 @@ def test_verify_net_in_out_catches_a_wrong_view_count():
 
 def test_ckpt_export_torchscript_equals_eager(tmp_path):
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "network.yaml"))
+    parser.read_config(str(ROOT / "configs" / "inference.yaml"))
     parser["width"] = 0.0625
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def").eval()

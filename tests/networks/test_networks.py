@@ -310,3 +310,28 @@ def test_small_generator_overfits_one_phantom():
     with torch.no_grad():
         final = float(10 * torch.log10(1.0 / torch.nn.functional.mse_loss(net(xray), ct)))
     assert final > 30.0, (psnr, final)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_unetpp_heads_equal_monai_basic_unetplusplus(grad):
+    """forward_heads (input freed early, preallocated skips without autograd) computes exactly
+    MONAI's BasicUNetPlusPlus.forward with deep supervision, on the same weights."""
+    from monai.networks.nets import BasicUNetPlusPlus
+
+    from duolift_bundle.networks.blocks import ACT_3D, NORM_3D
+    from duolift_bundle.networks.unetpp import UNetPlusPlusHeads
+
+    torch.manual_seed(0)
+    features = (4, 4, 8, 8, 16, 4)
+    ours = UNetPlusPlusHeads(3, 5, 2, features, act=ACT_3D, norm=NORM_3D).eval()
+    reference = BasicUNetPlusPlus(spatial_dims=3, in_channels=5, out_channels=2, features=features, deep_supervision=True, act=ACT_3D, norm=NORM_3D).eval()
+    reference.load_state_dict(ours.state_dict())
+    x = torch.rand(2, 5, 16, 16, 16)
+    with torch.set_grad_enabled(grad):
+        heads = ours.forward_heads([x.clone()])
+        mean = ours.forward_heads([x.clone()], average=True)[0]
+        expected = reference(x)
+    assert len(heads) == len(expected) == 4
+    for a, b in zip(heads, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mean, sum(expected) / 4, rtol=1e-5, atol=1e-6)

@@ -8,14 +8,11 @@ import torch
 from scipy import ndimage as ndi
 from skimage.filters import threshold_isodata
 
+from conftest import dice
+from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.phantoms import make_phantom
 from duolift_bundle.transforms.lung_mask import LungMaskd, RemoveTabled, body_mask, classical_lung_mask, kmeans_threshold
-
-
-def _dice(a, b) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    return 2.0 * (a & b).sum() / (a.sum() + b.sum())
 
 
 def test_kmeans_threshold_matches_isodata():
@@ -28,7 +25,7 @@ def test_kmeans_threshold_matches_isodata():
 def test_phantom_lungs_match_ground_truth(seed):
     ph = make_phantom(seed, size=128)
     mask = classical_lung_mask(ph.hu)
-    assert _dice(mask, ph.lung > 0) >= 0.95
+    assert dice(mask, ph.lung > 0) >= 0.95
     for side in (1, 2):  # both lungs found (they may touch through the airways)
         assert mask[ph.lung == side].mean() > 0.95
 
@@ -41,7 +38,7 @@ def test_transform_keeps_affine_and_reads_unit_range():
     out = LungMaskd()({"ct": ct})
     assert out["lung_mask"].dtype == torch.uint8 and tuple(out["lung_mask"].shape) == (1, 64, 64, 64)
     assert torch.equal(out["lung_mask"].affine, ct.affine)
-    assert _dice(out["lung_mask"][0].numpy(), ph.lung > 0) >= 0.93  # 5 mm voxels
+    assert dice(out["lung_mask"][0].numpy(), ph.lung > 0) >= 0.93  # 5 mm voxels
 
 
 def test_table_is_removed_and_body_kept():
@@ -65,7 +62,7 @@ def test_real_ct_has_two_plausible_lungs(real_ct_dir):
     from duolift_bundle.data.ct_io import load_ct
     from duolift_bundle.transforms.ct_protocol import ct_protocol
 
-    d = ct_protocol(lazy=True)({"ct": load_ct(real_ct_dir)})
+    d = ct_protocol(protocol=CTProtocol(lazy=True))({"ct": load_ct(real_ct_dir)})
     d = LungMaskd()(RemoveTabled()(d))
     mask = d["lung_mask"][0].numpy()
     labels, n = ndi.label(mask)

@@ -13,8 +13,9 @@ import pytest
 
 from conftest import ROOT
 from duolift_bundle.data.phantoms import make_phantom, write_raw_phantom
-from duolift_bundle.data.prepare import PrepareOptions, prepare
-from duolift_bundle.data.sources import discover_cases
+from duolift_bundle.data.discovery import discover_cases
+from duolift_bundle.data.prepare import prepare
+from duolift_bundle.geometry import Protocol
 from duolift_bundle.data.splits import assign_splits, x2ct_test_patients
 from duolift_bundle.data.x2ct_h5 import LoadX2CTH5d, X2CTDataError, read_x2ct_h5, write_x2ct_h5
 
@@ -53,7 +54,7 @@ def test_resume_and_failure_reporting(tmp_path):
     bad = raw / "broken.nii.gz"
     bad.write_bytes(b"\x1f\x8b not really gzip")
     out = tmp_path / "out"
-    opts = PrepareOptions(lazy=True)
+    opts = Protocol.build(lazy=True)
     summary = prepare(str(raw), out, opts, progress=False)
     assert summary["prepared"] == ["p1", "p2"]
     assert list(summary["failed"]) == ["broken"] and "broken.nii.gz" in summary["failed"]["broken"]
@@ -66,7 +67,7 @@ def test_resume_and_failure_reporting(tmp_path):
     sources.append(write_raw_phantom(make_phantom(3, size=48), raw, "p3"))
     mtime = (out / "p1" / "meta.json").stat().st_mtime
     summary = prepare(str(raw), out, opts, progress=False)
-    assert summary["skipped"] == ["p1", "p2"] and summary["prepared"] == ["p3"] and not summary["failed"]
+    assert summary["already_done"] == ["p1", "p2"] and summary["prepared"] == ["p3"] and not summary["failed"]
     assert (out / "p1" / "meta.json").stat().st_mtime == mtime
     assert not (out / "failed.json").exists() and not list(out.glob(".*tmp"))
     doc = json.loads((out / "datalist.json").read_text())
@@ -101,8 +102,9 @@ def test_lidc_tree_discovery_skips_radiographs(tmp_path):
     write_dicom_series(base / "LIDC-IDRI-0001" / "01-01-2000-study" / "3000566-ct", vol)
     write_dicom_series(base / "LIDC-IDRI-0001" / "01-01-2000-study2" / "3000923-mr", vol, modality="MR")
     write_dicom_series(base / "LIDC-IDRI-0002" / "01-01-2000-study" / "3000522-ct", vol)
-    cases = discover_cases(base)
-    assert [c.case_id for c in cases] == ["LIDC-IDRI-0001", "LIDC-IDRI-0002"]
+    found = discover_cases(base)
+    assert [c.case_id for c in found.cases] == ["LIDC-IDRI-0001", "LIDC-IDRI-0002"]
+    assert [(s["path"].endswith("3000923-mr"), s["reason"]) for s in found.skipped] == [(True, "DICOM modality MR (5 files), not a CT series")]
 
 
 def test_x2ct_h5_round_trip_and_errors(tmp_path):
@@ -136,7 +138,7 @@ def test_prepare_cli_on_real_ct(real_ct_dir, tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "--src", str(real_ct_dir), "--out", str(out), "--format", "x2ct-h5", "--noprogress"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "prepared 1, skipped (already done) 0, failed 0" in res.stdout
+    assert "prepared 1, already done 0, failed 0" in res.stdout
     case = out / "normal001"
     ct = nib.load(case / "ct.nii.gz")
     assert ct.shape == (128, 128, 128)
@@ -150,7 +152,7 @@ def test_prepare_cli_on_real_ct(real_ct_dir, tmp_path):
     assert sum(len(doc[s]) for s in ("training", "validation", "test")) == 1
     # resumable: the second run does nothing
     res2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert "prepared 0, skipped (already done) 1" in res2.stdout
+    assert "prepared 0, already done 1" in res2.stdout
 
 
 @pytest.mark.slow
@@ -182,4 +184,17 @@ def test_atomic_writes_leave_nothing_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_json(tmp_path / "a.json", {"k": 1})
     assert json.loads((tmp_path / "a.json").read_text()) == {"k": 1}
-    assert (tmp_path / "a.json").stat().st_mode & 0o044  # readable by others (umask permitting)
+    # the mode a plain open() would give under this umask (mkstemp alone would give 0600)
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for mode in (0o022, 0o077):
+        os.umask(mode)
+        try:
+            write_json(tmp_path / f"m{mode:o}.json", {})
+            (tmp_path / f"ref{mode:o}").write_text("")
+        finally:
+            os.umask(umask)
+        got = (tmp_path / f"m{mode:o}.json").stat().st_mode & 0o777
+        assert got == (tmp_path / f"ref{mode:o}").stat().st_mode & 0o777 == 0o666 & ~mode

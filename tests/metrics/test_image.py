@@ -130,7 +130,7 @@ def test_lpips_loads_vgg_weights_and_matches_per_slice_lpips(vgg_features_file):
 
 def test_lpips_missing_weights(tmp_path, monkeypatch):
     from duolift_bundle.metrics.perceptual import SliceLPIPS
-    from duolift_bundle.weights import WeightsNotFoundError
+    from duolift_bundle.metrics.weights import WeightsNotFoundError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("DUOLIFT_VGG16_WEIGHTS", raising=False)

@@ -1,0 +1,77 @@
+"""Reading an inference case: radiograph files, or a CT whose X-rays are simulated.
+
+A case (:func:`inference_items`, from :func:`~duolift_bundle.data.discovery.discover_cases`) is
+
+- a folder holding ``frontal*`` and (double view) ``lateral*`` radiographs (PNG / JPEG, 2D NIfTI
+  or DICOM; :mod:`duolift_bundle.data.xray_io`); its reconstruction gets the protocol's default
+  placement, since a radiograph carries no 3D position; or
+- a CT (a DICOM series folder, a 3D NIfTI / MHD / NRRD file): the raw chain
+  (:func:`~duolift_bundle.data.raw_chain.raw_ct_chain`) brings it to the protocol and simulates
+  its DRRs (the round trip used for evaluation); the protocol volume is kept as ``ct`` (a
+  MetaTensor), so the reconstruction lies on top of the source CT in world space.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Transform
+
+from duolift_bundle.constants import CT_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.data.discovery import discover_cases
+from duolift_bundle.data.raw_chain import raw_ct_chain
+from duolift_bundle.data.xray_io import NORMALIZE, load_xray
+from duolift_bundle.geometry import Protocol
+
+__all__ = ["inference_items", "LoadInferenceCase"]
+
+logger = logging.getLogger(__name__)
+
+
+def inference_items(source: str | os.PathLike, views: int = 2) -> list[dict]:
+    """The cases under ``source`` as dataset items ``{"case", "kind", "frontal"[, "lateral"]}``
+    or ``{"case", "kind", "ct"[, "series"]}``, sorted by case id; folders that are no case are
+    logged with their reason.
+
+    Raises:
+        XRayInputError: a radiograph folder without the views the model needs.
+        FileNotFoundError / ValueError: ``source`` does not exist or holds no case.
+    """
+    found = discover_cases(source, xray_cases=True, views=views)
+    items = []
+    for case in found.cases:
+        if case.kind == "xray":
+            items.append({"case": case.case_id, "kind": "xray", **case.views})
+        else:
+            items.append({"case": case.case_id, "kind": "ct", CT_KEY: case.path, "series": case.series})
+    return items
+
+
+class LoadInferenceCase(Transform):
+    """An item of :func:`inference_items` -> ``{"case", "kind", "source", "xray" (V, S, S)}``, plus
+    ``"ct"`` (the protocol volume, a MetaTensor in [0, 1]) for CT cases. X-ray files are read at
+    the protocol's X-ray size and scaled by ``normalize`` (:func:`~duolift_bundle.data.xray_io.load_xray`)."""
+
+    def __init__(self, views: int = 2, protocol: Protocol | None = None, normalize: str = "max") -> None:
+        if normalize not in NORMALIZE:
+            raise ValueError(f"X-ray normalize must be one of {NORMALIZE}, got {normalize!r}")
+        self.views = views
+        self.protocol = protocol or Protocol()
+        self.normalize = normalize
+        self._ct_chain = None
+
+    def __call__(self, data: Mapping[str, Any]) -> dict:
+        item = dict(data)
+        if item.get("kind") == "ct":
+            if self._ct_chain is None:
+                self._ct_chain = raw_ct_chain(self.protocol, self.views)
+            out = self._ct_chain({"case": item["case"], CT_KEY: item[CT_KEY], "series": item.get("series")})
+            return {"case": item["case"], "kind": "ct", "source": str(item[CT_KEY]), XRAY_KEY: torch.as_tensor(np.asarray(out[XRAY_KEY]), dtype=torch.float32), CT_KEY: out[CT_KEY]}
+        wanted = VIEWS[: self.views]
+        views = [load_xray(item[v], self.protocol.xray_size, self.normalize) for v in wanted]
+        return {"case": item["case"], "kind": "xray", "source": ", ".join(str(item[v]) for v in wanted), XRAY_KEY: torch.as_tensor(np.stack(views))}

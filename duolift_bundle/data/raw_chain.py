@@ -1,0 +1,64 @@
+"""The raw-CT chain, built in one place: CT file -> 128^3 protocol -> DRRs -> lung mask.
+
+``LoadCTd`` -> (label volumes) -> :func:`~duolift_bundle.transforms.ct_protocol.ct_protocol`
+-> :class:`~duolift_bundle.transforms.lung_mask.RemoveTabled` -> :class:`~duolift_bundle.transforms.drr.DRRd`
+-> :class:`~duolift_bundle.transforms.lung_mask.LungMaskd` -> :class:`~duolift_bundle.transforms.contract.CheckContractd`,
+all set by one :class:`~duolift_bundle.geometry.Protocol`. The preparation is this chain plus a
+writer (:mod:`duolift_bundle.data.prepare`); the ``raw`` dataset route of the training configs
+runs it inside the config (:func:`duolift_bundle.data.datasets.raw_ct_dataset`); inference runs it
+on CT inputs to simulate their X-rays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.data import NibabelReader
+from monai.transforms import Compose, LoadImaged
+
+from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.data.ct_io import LoadCTd
+from duolift_bundle.geometry import Protocol
+from duolift_bundle.transforms.contract import CheckContractd
+from duolift_bundle.transforms.ct_protocol import ct_protocol
+from duolift_bundle.transforms.drr import DRRd
+from duolift_bundle.transforms.lung_mask import LungMaskd, RemoveTabled
+
+__all__ = ["raw_ct_chain", "transform_error"]
+
+
+def raw_ct_chain(protocol: Protocol | None = None, views: int = 2, label_keys: Sequence[str] = ()) -> Compose:
+    """``{"ct": path[, "series": id][, label_key: path]}`` -> the data contract's ``ct``,
+    ``xray`` ``(views, S, S)`` and ``lung_mask`` (label volumes resampled alongside, nearest).
+
+    Args:
+        protocol: the protocol (X2CT's 128^3 by default).
+        views: 1 (frontal) or 2 (frontal + lateral).
+        label_keys: keys of extra label volumes (NIfTI paths) to carry through the protocol.
+    """
+    p = protocol or Protocol()
+    if views not in (1, 2):
+        raise ValueError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+    label_keys = list(label_keys)
+    steps = [LoadCTd(CT_KEY)]
+    if label_keys:
+        steps.append(LoadImaged(label_keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True))
+    steps.append(ct_protocol(CT_KEY, label_keys, p.ct))
+    if p.ct.remove_table:
+        steps.append(RemoveTabled(CT_KEY, hu_window=p.ct.hu_window))
+    steps += [
+        DRRd(CT_KEY, XRAY_KEY, views=VIEWS[:views], protocol=p),
+        LungMaskd(CT_KEY, LUNG_MASK_KEY, hu_window=p.ct.hu_window),
+        CheckContractd(size=p.size, views=views, xray_size=p.xray_size),
+    ]
+    # lazy=None: the nested protocol Compose keeps its own lazy setting (MONAI would otherwise
+    # force the outer Compose's lazy=False on it)
+    return Compose(steps, lazy=None)
+
+
+def transform_error(exc: BaseException) -> BaseException:
+    """The error a transform of the chain raised, out of MONAI's ``RuntimeError: applying
+    transform ...`` wrappers (its message names the file and the problem)."""
+    while isinstance(exc, RuntimeError) and str(exc).startswith("applying transform") and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc

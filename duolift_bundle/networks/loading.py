@@ -1,0 +1,55 @@
+"""Loading generator weights (``models/model.pt`` or a full training checkpoint) into a network,
+and reaching the network inside its wrappers (DDP, DataParallel, auxiliary outputs)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+__all__ = ["unwrap", "load_generator"]
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel / auxiliary-output wrappers."""
+    while True:
+        inner = getattr(network, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(network, "net", None) if getattr(network, "wraps_generator", False) else None
+        if not isinstance(inner, nn.Module):
+            return network
+        network = inner
+
+
+def load_generator(network: torch.nn.Module, ckpt_path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load ``models/model.pt`` (a generator ``state_dict``) into ``network``; a checkpoint of
+    another configuration gives an error naming the file and the first mismatches."""
+    path = os.fspath(ckpt_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint not found (train one, or pass --ckpt_path)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
+        state = state["generator"]  # a full training checkpoint
+    net = unwrap(network)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        detail = "; ".join(
+            part
+            for part in (
+                f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else "",
+            )
+            if part
+        )
+        raise ValueError(
+            f"{path}: checkpoint does not fit this network configuration ({detail}); "
+            "pass the overrides the model was trained with (e.g. --views, --width, --lift, --dual_branch; "
+            "the demo model shipped as models/model.pt needs configs/demo.yaml merged after the config)"
+        )
+    net.load_state_dict(state)
+    return network.to(device).eval()

@@ -1,0 +1,82 @@
+"""Placing a reconstruction in world space and writing it as NIfTI, atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import nibabel as nib
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from duolift_bundle.constants import CT_KEY, PRED_KEY, unit_to_hu
+from duolift_bundle.geometry import CTProtocol, grid_affine
+from duolift_bundle.io_utils import atomic_path
+
+__all__ = ["ToReferenceGeometryd", "SaveReconstructiond"]
+
+
+class ToReferenceGeometryd(MapTransform):
+    """Make each volume of ``keys`` (``pred``) a MetaTensor placed in world space: with the affine
+    of ``ref_key`` (the CT the reconstruction belongs to: an evaluation target or a CT input)
+    when the item has one, else with the protocol's default placement
+    (:meth:`~duolift_bundle.geometry.CTProtocol.affine`: radiographs carry no 3D position)."""
+
+    def __init__(self, keys: Hashable = PRED_KEY, ref_key: str = CT_KEY, protocol: CTProtocol | None = None) -> None:
+        super().__init__(keys)
+        self.ref_key = ref_key
+        self.protocol = protocol or CTProtocol()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        ref = d.get(self.ref_key)
+        for key in self.key_iterator(d):
+            pred = torch.as_tensor(d[key]).detach().cpu().float()
+            if isinstance(ref, MetaTensor):
+                affine = ref.affine.clone()
+            else:
+                affine = torch.as_tensor(grid_affine(int(pred.shape[-1]), self.protocol.fov_mm))
+            d[key] = MetaTensor(pred, affine=affine.to(torch.float64))
+        return d
+
+
+class SaveReconstructiond(MapTransform):
+    """Write each volume of ``keys`` (a MetaTensor ``(1, D, H, W)`` in [0, 1], placed by
+    :class:`ToReferenceGeometryd`) as ``<output_dir>/<case>/recon_hu.nii.gz`` (HU) and, with
+    ``save_unit``, ``recon_unit.nii.gz`` ([0, 1]); records the paths under ``"written"``.
+
+    MONAI's ``SaveImaged`` names files ``<subject>/<subject>_<postfix>`` and writes in place; the
+    bundle's layout and the guarantee that no half-written file is ever left behind need a
+    temporary name and a rename, so the MetaTensor's array and affine go to nibabel (the library
+    under MONAI's ``NibabelWriter``) through a temporary file that replaces the target.
+    """
+
+    def __init__(self, keys: Hashable = PRED_KEY, output_dir: str = ".", save_unit: bool = False, hu_window: Sequence[float] | None = None) -> None:
+        super().__init__(keys)
+        self.output_dir = os.fspath(output_dir)
+        self.save_unit = save_unit
+        self.hu_window = tuple(hu_window) if hu_window else CTProtocol().hu_window
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        case_dir = os.path.join(self.output_dir, str(d["case"]))
+        written = []
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if not isinstance(pred, MetaTensor):
+                raise TypeError(f"{d['case']}: '{key}' carries no affine; place it with ToReferenceGeometryd first")
+            outputs = {"recon_hu.nii.gz": unit_to_hu(pred, *self.hu_window)}
+            if self.save_unit:
+                outputs["recon_unit.nii.gz"] = pred
+            for name, volume in outputs.items():
+                path = os.path.join(case_dir, name)
+                img = nib.Nifti1Image(np.asarray(volume.array[0], dtype=np.float32), np.asarray(volume.affine, dtype=np.float64))
+                img.header.set_xyzt_units("mm")
+                with atomic_path(path) as tmp:
+                    nib.save(img, tmp)
+                written.append(path)
+        d["written"] = written
+        return d

@@ -1,0 +1,202 @@
+"""Every training config combination parses, resolves its networks and fits the bundle's
+workflow properties (no data needed: datasets are never instantiated here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from monai.bundle import ConfigParser
+
+from duolift_bundle.engines.config_checks import ConfigError, check_overrides, check_training_settings
+from duolift_bundle.networks import DuoLiftDiscriminator, DuoLiftGenerator
+
+
+
+def parse(*names: str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / n) for n in ("train.yaml", *names)])
+    parser.update({"bundle_root": str(ROOT), "width": 0.0625, "size": 32, **overrides})
+    return parser
+
+
+@pytest.mark.parametrize(
+    "files, views, lift, dual, gan, masked_loss, d_masked",
+    [
+        ((), 2, "repeat", True, True, True, False),
+        (("train_cnn.yaml",), 2, "repeat", True, False, False, False),
+        (("train_single_view.yaml",), 1, "repeat", True, True, True, False),
+        (("train_cnn.yaml", "ablation_lift_conv.yaml"), 2, "conv", True, False, False, False),
+        (("train_cnn.yaml", "ablation_no_dual_branch.yaml"), 2, "repeat", False, False, False, False),
+        (("ablation_no_masked_loss.yaml",), 2, "repeat", True, True, False, False),
+        (("train_cnn.yaml", "ablation_cnn_masked_loss.yaml"), 2, "repeat", True, False, True, False),
+        (("ablation_masked_discriminator.yaml",), 2, "repeat", True, True, False, True),
+    ],
+)
+def test_training_config_combinations(files, views, lift, dual, gan, masked_loss, d_masked):
+    parser = parse(*files)
+    net = parser.get_parsed_content("network")
+    assert isinstance(net, DuoLiftGenerator)
+    assert (net.views, net.lift, net.dual_branch, net.volume_size) == (views, lift, dual, 32)
+    assert parser.get_parsed_content("gan") is gan
+    loss = parser.get_parsed_content("train#g_loss")
+    assert loss.masked is masked_loss and loss.alpha == 1.0 and loss.beta == 0.01
+    d = parser.get_parsed_content("discriminator")
+    assert isinstance(d, DuoLiftDiscriminator) and d.masked_input is d_masked
+    lr = parser.get_parsed_content("g_lr")
+    assert lr == (5e-4 if not gan else 1e-4)
+
+
+def test_multi_gpu_override_parses():
+    """The override switches the process group on; the sampler asks ignite.distributed for the
+    world size and rank, which are 1 and 0 in a single process."""
+    parser = parse("multi_gpu_train.yaml")
+    assert parser.get_parsed_content("distributed") is True
+    single = parse()
+    assert single.get_parsed_content("train#sampler#num_replicas") == 1 and single.get_parsed_content("train#sampler#rank") == 0
+
+
+def test_paper_recipe_reaches_the_objects():
+    """train.yaml's defaults are the paper's recipe as the built objects see it (optimizers,
+    scheduler, losses, trainer, network), not as YAML text."""
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(ROOT), "width": 0.0625})  # small widths; every other default stays
+    g_opt, d_opt = parser.get_parsed_content("train#g_optimizer"), parser.get_parsed_content("train#d_optimizer")
+    assert g_opt.param_groups[0]["lr"] == d_opt.param_groups[0]["lr"] == 1e-4
+    sched = parser.get_parsed_content("train#g_scheduler")
+    assert dict(sched.milestones) == {70: 1} and sched.gamma == 0.1
+    loss = parser.get_parsed_content("train#g_loss")
+    assert (loss.alpha, loss.beta, loss.masked) == (1.0, 0.01, True)
+    net = parser.get_parsed_content("network")
+    assert (net.volume_size, net.image_size, net.dropout.p) == (128, 128, 0.25)
+    assert parser.get_parsed_content("max_epochs") == 100 and parser.get_parsed_content("accumulation_steps") == 4
+    assert parser.get_parsed_content("batch_size") == 1
+
+
+# the settings that train.yaml and inference.yaml both hold (each standalone); they must agree
+SHARED_IDS = ["views", "size", "width", "lift", "dual_branch", "dropout", "protocol", "network_def"]
+
+
+def test_train_and_inference_agree_on_the_model_and_protocol():
+    train, infer = ConfigParser(), ConfigParser()
+    train.read_config(str(ROOT / "configs" / "train.yaml"))
+    infer.read_config(str(ROOT / "configs" / "inference.yaml"))
+    for key in SHARED_IDS:
+        assert train[key] == infer[key], f"train.yaml and inference.yaml disagree on {key!r}"
+    for parser in (train, infer):
+        parser["bundle_root"] = str(ROOT)
+    assert train.get_parsed_content("protocol") == infer.get_parsed_content("protocol")
+
+
+def _parse(files: list[str], **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / f) for f in files])
+    parser.update({"bundle_root": str(ROOT), **overrides})
+    return parser
+
+
+@pytest.mark.parametrize(
+    "files",
+    [["train.yaml"], ["train.yaml", "train_cnn.yaml"], ["inference.yaml"], ["inference.yaml", "evaluate.yaml"]],
+)
+def test_size_and_width_given_once_reach_network_drr_and_writer(files, tmp_path):
+    """`--size 64 --width 0.125` set once: the generator is built at 64^3 from 64 x 64 X-rays with
+    1/8 widths, the DRRs (of the data route, of the projection consistency) are 64 px with 5 mm
+    voxels, and a written reconstruction has 5 mm voxels spanning the protocol's 320 mm."""
+    from monai.data import MetaTensor
+
+    from duolift_bundle.networks import DuoLiftGenerator
+    from duolift_bundle.transforms.save import SaveReconstructiond, ToReferenceGeometryd
+
+    parser = _parse(files, size=64, width=0.125, output_dir=str(tmp_path), lpips=False, lung_segmenter="classical", vessel_segmenter="frangi")
+    net = parser.get_parsed_content("network_def")
+    assert (net.volume_size, net.image_size) == (64, 64)
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in DuoLiftGenerator(image_size=64, volume_size=64, width=0.125).parameters())
+    protocol = parser.get_parsed_content("protocol")
+    assert (protocol.size, protocol.xray_size, protocol.ct.voxel_mm, protocol.ct.fov_mm) == (64, 64, 5.0, 320.0)
+    if "train.yaml" in files:  # the protocol object handed to the data route
+        assert parser.get_parsed_content("dataset_args")["protocol"] is protocol
+        return
+    transforms = parser.get_parsed_content("postprocessing").transforms
+    placed = next(t for t in transforms if isinstance(t, ToReferenceGeometryd))
+    item = placed({"case": "c", "pred": torch.zeros(1, 64, 64, 64)})
+    assert isinstance(item["pred"], MetaTensor)
+    writer = next((t for t in transforms if isinstance(t, SaveReconstructiond)), None) or SaveReconstructiond(output_dir=str(tmp_path))
+    import nibabel as nib
+
+    written = writer(item)["written"][0]
+    np.testing.assert_allclose(np.linalg.norm(nib.load(written).affine[:3, :3], axis=0), 5.0)
+    if files == ["inference.yaml"]:
+        consistency = transforms[0]
+        assert consistency.projector.geometry.output_size == 64 and consistency.projector.spacing == (5.0,) * 3
+        assert parser.get_parsed_content("preprocessing").protocol is protocol
+    else:
+        from duolift_bundle.transforms.evaluation import AnatomicalDiced
+
+        dice = next(t for t in transforms if isinstance(t, AnatomicalDiced))
+        assert dice.spacing == (5.0, 5.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"views": 0}, "views = 0"),
+        ({"size": 100}, "size = 100"),
+        ({"width": 0}, "width = 0"),
+        ({"lr": [0.0]}, "learning rate 0.0"),
+        ({"data_format": "hdf5"}, "data_format = 'hdf5'"),
+    ],
+)
+def test_check_training_settings(kwargs, message):
+    base = {"views": 2, "size": 32}
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_training_settings(**{**base, **kwargs})
+    assert check_training_settings(**base)
+
+
+def test_check_overrides_names_the_unknown_key():
+    files = [str(ROOT / "configs" / "train.yaml")]
+    argv = ["monai/bundle/__main__.py", "run", "training", "--max_epochs", "2", "--train#trainer#amp", "False"]
+    assert check_overrides(files, argv)
+    with pytest.raises(ConfigError, match="--max_epoch "):
+        check_overrides(files, argv + ["--max_epoch", "3"])
+
+
+@pytest.mark.parametrize(
+    "config, run_id, ids",
+    [
+        ("inference.yaml", "inferring", ["network_def", "inferer", "preprocessing", "postprocessing", "dataset", "evaluator", "output_dir", "ckpt_path"]),
+        ("evaluate.yaml", "evaluating", ["network_def", "inferer", "postprocessing", "dataset", "evaluator", "output_dir", "ckpt_path"]),
+        ("train.yaml", "training", ["bundle_root", "device", "dataset_dir", "ckpt_dir", "output_dir", "train#trainer", "train#dataset", "train#handlers", "train#inferer", "validate#evaluator", "validate#handlers"]),
+    ],
+)
+def test_bundle_configs_define_the_monai_ids(config, run_id, ids):
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / f) for f in (["inference.yaml"] if config == "evaluate.yaml" else []) + [config]])
+    for key in ids + ["initialize", "run", "finalize", run_id]:
+        assert key in parser, f"{config} lacks {key}"
+    parser.update({"width": 0.0625, "size": 32, "bundle_root": str(ROOT)})
+    assert isinstance(parser.get_parsed_content("network_def"), DuoLiftGenerator)
+
+
+def test_train_config_reads_x2ct_hdf5_folders(tmp_path):
+    """data_format x2ct: the training / validation datasets come from X2CT-GAN's HDF5 layout,
+    split by names files like their train.txt."""
+    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.data.prepare import prepare
+    from duolift_bundle.geometry import Protocol
+
+    make_phantom_set(tmp_path, n=3, size=32, seed=60, progress=False)
+    prepare(str(tmp_path / "raw"), tmp_path, Protocol.build(32, lazy=True), formats=("nifti", "x2ct-h5"), overwrite=True, progress=False)
+    (tmp_path / "train.txt").write_text("phantom_0060\nphantom_0061\n")
+    (tmp_path / "val.txt").write_text("phantom_0062\n")
+    parser = parse(data_format="x2ct", x2ct_root=str(tmp_path), x2ct_train_names=str(tmp_path / "train.txt"), x2ct_val_names=str(tmp_path / "val.txt"))
+    train, val = parser.get_parsed_content("train#dataset"), parser.get_parsed_content("validate#dataset")
+    assert len(train) == 2 and len(val) == 1
+    item = train[0]
+    assert tuple(item["ct"].shape) == (1, 32, 32, 32) and tuple(item["xray"].shape) == (2, 32, 32)
+    assert tuple(item["lung_mask"].shape) == (1, 32, 32, 32)
