@@ -15,7 +15,7 @@ import numpy as np
 
 from duolift_bundle.io_utils import atomic_path
 
-__all__ = ["tri_planar", "case_figure", "comparison_figure"]
+__all__ = ["tri_planar", "case_figure", "case_figures", "comparison_figure"]
 
 
 def _np(x) -> np.ndarray:
@@ -83,6 +83,12 @@ def case_figure(
         ax.set_title("frontal DRR" if i == 0 else "lateral DRR")
         ax.axis("off")
     return _save(fig, path, title)
+
+
+def case_figures(dataset, folder: str | os.PathLike) -> list[str]:
+    """:func:`case_figure` of every item of a dataset in the data contract (``ct``, ``xray``,
+    ``lung_mask``, ``case``) as ``<folder>/<case>.png``: ``run preparing`` of ``train.yaml``."""
+    return [case_figure(d["ct"], os.path.join(os.fspath(folder), f"{d['case']}.png"), d["xray"], d["lung_mask"], title=str(d["case"])) for d in dataset]
 
 
 def comparison_figure(

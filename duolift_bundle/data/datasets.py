@@ -111,7 +111,9 @@ def prepared_transforms(views: int = 2, size: int = Protocol().size, extra_keys:
 
 
 def x2ct_transforms(views: int = 2, size: int = Protocol().size, xray_size: int | None = None, **kwargs) -> Compose:
-    """X2CT HDF5 path (``h5`` key) -> contract, lung mask computed with the classical segmenter."""
+    """X2CT HDF5 path (``h5`` key) -> contract, lung mask computed with the classical segmenter;
+    X-rays at ``xray_size`` (default ``size``, the data contract)."""
+    xray_size = xray_size or size
     return Compose(
         [
             LoadX2CTH5d("h5", size=size, xray_size=xray_size, views=views, **kwargs),

@@ -23,6 +23,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from duolift_bundle.constants import AIR_HU, HU_MAX
+from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import atomic_path
 
 __all__ = ["X2CT_FILENAME", "X2CTDataError", "write_x2ct_h5", "read_x2ct_h5", "LoadX2CTH5d", "find_x2ct_cases"]
@@ -109,8 +110,8 @@ class LoadX2CTH5d(MapTransform):
         keys: KeysCollection = "h5",
         ct_key: str = "ct",
         xray_key: str = "xray",
-        size: int = 128,
-        xray_size: int = 128,
+        size: int = CTProtocol.size,
+        xray_size: int = CTProtocol.size,
         views: int = 2,
         flip: Sequence[bool] = (False, False, False),
         flip_frontal: bool = False,

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from duolift_bundle.geometry import CTProtocol
+
 __all__ = ["XRayInputError", "XRAY_SUFFIXES", "NORMALIZE", "load_xray", "is_xray_file", "square_resize", "find_view_files"]
 
 XRAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".dcm")
@@ -102,7 +104,7 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
 NORMALIZE = ("max", "minmax")
 
 
-def load_xray(path: str | os.PathLike, size: int = 128, normalize: str = "max") -> np.ndarray:
+def load_xray(path: str | os.PathLike, size: int = CTProtocol.size, normalize: str = "max") -> np.ndarray:
     """One radiograph file -> ``(size, size)`` float32 in [0, 1] (see the module docstring)."""
     if normalize not in NORMALIZE:
         raise ValueError(f"X-ray normalize must be one of {NORMALIZE}, got {normalize!r}")
