@@ -161,7 +161,7 @@ def raw_ct_dataset(
             raise KeyError(f"split must be one of {SPLITS} or None, got {split!r}")
         assigned = assign_splits([c.case_id for c in cases], scheme=scheme, fractions=fractions, seed=seed)
         cases = [c for c in cases if assigned[c.case_id] == split]
-    items = [{"case": c.case_id, CT_KEY: c.path, "series": c.series} for c in cases]
+    items = [{"case": c.case_id, CT_KEY: c.path, **({"series": c.series} if c.series else {})} for c in cases]
     transform = raw_ct_chain(protocol, views)
     if cache_dir is not None:
         return PersistentDataset(items, transform, cache_dir=cache_dir)

@@ -130,6 +130,11 @@ def test_preparing_draws_the_raw_route_of_train_yaml(phantom_set, tmp_path):
     raw = make_dataset("raw", None, protocol=parser.get_parsed_content("protocol"), raw_source=str(phantom_set / "raw"))
     assert sorted(d["case"] for d in raw) == [f"phantom_{i:04d}" for i in range(10, 14)]
     _check_contract(raw[0])
+    # the training loader collates the route's items (no None entries in them)
+    from monai.data import DataLoader
+
+    batch = next(iter(DataLoader(raw, batch_size=2)))
+    assert tuple(batch["xray"].shape) == (2, 2, 128, 128) and len(batch["case"]) == 2
 
 
 def test_logging_conf_is_loadable():
