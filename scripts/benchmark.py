@@ -11,6 +11,8 @@ Sections:
   ratio to a ``torch.nn.functional.grid_sample`` ray-marching baseline run in the same process.
 - ``phantoms`` / ``prepare_real``: phantom generation + preparation seconds per case, and
   preparation seconds for a real case (eager and lazy protocol).
+- ``augmentation``: seconds per training item of a prepared case against the same case through
+  the on-the-fly DRR augmentation (``train.yaml``'s ``augment: true``), at 64^3 and 128^3.
 - ``matmul``: the machine's practical fp32 peak, a 4096^2 matrix multiply in GFLOP/s.
 - ``generator``: DuoLift (paper widths) and the X2CT-style baseline at 64^3 and 128^3:
   inference seconds per volume, peak resident memory, forward FLOPs
@@ -104,6 +106,33 @@ def prepare_real(real_ct: str | None = None) -> dict:
             s = prepare(real_ct, tmp, Protocol.build(lazy=lazy), progress=False)
             out[f"prepare_real_case_s_{'lazy' if lazy else 'eager'}"] = round(time.perf_counter() - t0, 2)
             assert not s["failed"], s["failed"]
+    return out
+
+
+def augmentation(repeats: int = 5, sizes: tuple[int, ...] = (64, 128)) -> dict:
+    """Seconds per training item: a prepared case (NIfTI DRRs read from the cache) against the
+    on-the-fly DRR augmentation of the same case (random affine / elastic / intensity, then both
+    DRRs simulated), on this process's device (CPU here)."""
+    from duolift_bundle.data.datasets import make_dataset
+    from duolift_bundle.data.phantoms import make_phantom_set
+
+    out = {}
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_phantom_set(tmp, n=2, size=size, seed=0, fractions=(1.0, 0.0, 0.0), progress=False)
+            protocol = Protocol.build(size)
+            datalist = os.path.join(tmp, "datalist.json")
+            plain = make_dataset("prepared", "training", 2, protocol, datalist=datalist)
+            augmented = make_dataset("prepared", "training", 2, protocol, datalist=datalist, augmentation={})
+            epoch = iter(range(10**6))
+
+            def _augmented():
+                augmented.set_epoch(next(epoch))
+                return augmented[0]
+
+            t_plain = _time(lambda: plain[0], repeats)["median_s"]
+            t_aug = _time(_augmented, repeats)["median_s"]
+        out[f"augmentation_{size}"] = {"prepared_s_per_case": t_plain, "augmented_s_per_case": t_aug, "extra_s_per_case": round(t_aug - t_plain, 4)}
     return out
 
 
@@ -212,7 +241,7 @@ def generator(repeats: int = 2, peak: float | None = None) -> dict:
     return out
 
 
-def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phantoms,prepare_real,matmul,generator") -> None:
+def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phantoms,prepare_real,augmentation,matmul,generator") -> None:
     """Run the benchmark sections and print one JSON document."""
     report = {"torch": torch.__version__, "cpu_count": os.cpu_count()}
     # fire turns "a,b" into a tuple
@@ -223,6 +252,8 @@ def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phan
         report.update(phantoms())
     if "prepare_real" in wanted:
         report.update(prepare_real(real_ct))
+    if "augmentation" in wanted:
+        report.update(augmentation(repeats))
     if "matmul" in wanted or "generator" in wanted:
         report["matmul_peak_gflop_per_s"] = matmul_peak()
     if "generator" in wanted:

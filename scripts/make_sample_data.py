@@ -9,7 +9,7 @@ Writes, through the bundle's own preparation (128^3 protocol, DRRs, lung masks):
 - ``phantom_0500/``, ``phantom_0501/``: seeded synthetic phantoms (with lung / vessel labels);
 - ``datalist.json`` listing all three under ``test``;
 - ``size64/``: the same three cases prepared at 64^3 (5 mm voxels, 64 x 64 DRRs), the size of
-  the CPU demo model (``configs/demo.yaml``), with its own ``datalist.json``.
+  the shipped CPU models (``configs/demo.yaml``), with its own ``datalist.json``.
 
 To keep the package small, each ``ct.nii.gz`` stores integer HU + 1024 (0..2500) as int16 with
 the NIfTI scale slope 1/2500, so it loads as the same [0, 1] volume quantised to 1 HU.

@@ -1,28 +1,30 @@
-"""The quick start's main job: reconstruct the embedded sample cases from their X-rays with the
-demo model, and measure and draw the result.
+"""The quick start's main job: reconstruct the embedded sample cases with both shipped models and
+score them next to their baselines.
 
-    python scripts/quickstart.py [--out demo] [--ckpt models/model.pt] [--lpips False]
+    python scripts/quickstart.py [--out demo] [--lpips False]
 
-It runs the bundle's evaluation workflow, exactly as a user would from the bundle root::
+Each method runs the bundle's evaluation workflow exactly as a user would from the bundle root,
+on the sample embedded in the package (``duolift_bundle/sample_data/size64``: the real chest CT
+``normal001``, which the shipped models never saw, and the phantoms 0500 / 0501, prepared at the
+shipped models' 64^3), e.g. for the double-view model::
 
     python -m monai.bundle run evaluating \\
         --config_file "['configs/inference.yaml','configs/evaluate.yaml','configs/demo.yaml']" \\
-        --dataset_dir <package>/sample_data/size64 --output_dir demo --save_recon True \\
+        --dataset_dir <package>/sample_data/size64 --output_dir demo/double_view --save_recon True \\
         --lung_segmenter classical --vessel_segmenter frangi --lpips False
 
-on the sample embedded in the package (``duolift_bundle/sample_data/size64``: the real chest CT
-``normal001`` and the phantoms 0500 / 0501, prepared at the demo model's 64^3). For each case the
-frontal + lateral DRRs go through the demo model (``models/model.pt``, ``configs/demo.yaml``) and
-it writes
+Methods (``METHODS``): DuoLift-CNN double view (``models/model.pt``), single view
+(``models/model_single_view.pt``, ``configs/inference_single_view.yaml``: the frontal X-ray only),
+the phantom-only model it replaced (``models/phantom_cnn.pt``), and the baselines that see no
+X-ray: the mean of the shipped models' training CTs and the mean of their two real training CTs
+(``models/baselines/``). It writes
 
-- ``<out>/reconstructions/<case>/recon_hu.nii.gz``: the reconstruction in HU, with the affine of
-  the case's CT (opens on top of ``<sample>/<case>/ct.nii.gz`` in 3D Slicer);
-- ``<out>/metrics.csv``, ``summary.json``, ``table.md``: PSNR / SSIM (2D, 3D), MAE and lung /
-  vessel DICE against the true CT (offline segmenters: classical lung mask, Frangi vessels);
-- ``<out>/figures/<case>.png``: target, reconstruction and |difference| in three planes.
-
-The demo model was trained on phantoms only (``docs/README.md``, "Demo model"): expect close
-phantom reconstructions and a poor one of the real CT, whose anatomy it has never seen.
+- ``<out>/<method>/``: each workflow's ``metrics.csv``, ``summary.json``, ``table.md``; for the
+  models also ``reconstructions/<case>/recon_hu.nii.gz`` (in HU, with the affine of the case's CT:
+  it opens on top of ``<sample>/<case>/ct.nii.gz`` in 3D Slicer);
+- ``<out>/table.md`` and ``<out>/summary.json``: every method per case, real and synthetic apart;
+- ``<out>/figures/<case>.png``: target, both models, the phantom-only model and the mean volume in
+  three planes, with their |difference| to the target.
 """
 
 from __future__ import annotations
@@ -37,64 +39,100 @@ from pathlib import Path
 
 import fire
 
+from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.sample import sample_dir
-from duolift_bundle.engines.reports import METRIC_COLUMNS
+from duolift_bundle.io_utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_SIZE = 64
+SIZE = 64
+BASE = ["configs/inference.yaml", "configs/evaluate.yaml"]
+#: (name, output folder, configs after BASE, overrides); paths relative to the bundle root
+METHODS = [
+    ("DuoLift-CNN double view", "double_view", ["configs/demo.yaml"], {"ckpt_path": "models/model.pt"}),
+    ("DuoLift-CNN single view", "single_view", ["configs/inference_single_view.yaml"], {"ckpt_path": "models/model_single_view.pt"}),
+    ("phantom-only model (before)", "phantom_only", ["configs/demo.yaml"], {"ckpt_path": "models/phantom_cnn.pt"}),
+    ("mean of the training CTs", "mean_training_cts", ["configs/demo.yaml", "configs/baseline_mean.yaml"], {"baseline_volume": "models/baselines/mean_training_cts.nii.gz"}),
+    ("mean of the real training CTs", "mean_real_training_cts", ["configs/demo.yaml", "configs/baseline_mean.yaml"], {"baseline_volume": "models/baselines/mean_real_training_cts.nii.gz"}),
+]
+COLUMNS = [("psnr_2d", "PSNR(2D)"), ("psnr_3d", "PSNR(3D)"), ("ssim_2d", "SSIM(2D)"), ("ssim_3d", "SSIM(3D)")]
+SHOWN = {"double_view": "double view", "single_view": "single view", "phantom_only": "phantom-only", "mean_training_cts": "mean volume"}
 
 
-def command(out: str, ckpt: str, lpips: bool = False) -> list[str]:
-    """The ``python -m monai.bundle run evaluating`` command line of the quick start."""
-    configs = "['configs/inference.yaml','configs/evaluate.yaml','configs/demo.yaml']"  # relative to the bundle root (the cwd)
-    return [
+def command(folder: str, configs: list[str], overrides: dict, out: str, lpips: bool = False) -> list[str]:
+    """The ``python -m monai.bundle run evaluating`` command line of one method."""
+    files = "[" + ",".join(f"'{c}'" for c in BASE + configs) + "]"  # relative to the bundle root (the cwd)
+    cmd = [
         sys.executable, "-m", "monai.bundle", "run", "evaluating",
-        "--config_file", configs,
+        "--config_file", files,
         "--meta_file", "configs/metadata.json",
         "--logging_file", "configs/logging.conf",
-        "--dataset_dir", str(sample_dir(DEMO_SIZE)),
-        "--ckpt_path", os.path.abspath(ckpt),
-        "--output_dir", os.path.abspath(out),
+        "--dataset_dir", str(sample_dir(SIZE)),
+        "--output_dir", os.path.abspath(os.path.join(out, folder)),
         "--save_recon", "True",
         "--lung_segmenter", "classical",
         "--vessel_segmenter", "frangi",
         "--lpips", str(bool(lpips)),
+        "--progress", "False",
     ]  # fmt: skip
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(ROOT / value)]
+    return cmd
 
 
-def per_case_table(rows: list[dict]) -> str:
-    """Markdown table of the per-case metrics (the real CT and the phantoms are not averaged
-    together: the demo model has only seen phantoms)."""
-    cols = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
-    lines = ["| case | " + " | ".join(METRIC_COLUMNS[c][0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
-    for row in rows:
-        lines.append(f"| {row['case']} | " + " | ".join(f"{float(row[c]):.3f}" if row[c] else "-" for c in cols) + " |")
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """Markdown: per case (real first, then synthetic), every method's PSNR / SSIM (2D, 3D)."""
+    cases = sorted({c for rows in results.values() for c in rows}, key=lambda c: (c.startswith("phantom"), c))
+    lines = ["| case | kind | method | " + " | ".join(n for _, n in COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
+    for case in cases:
+        kind = "synthetic" if case.startswith("phantom") else "real (held out)"
+        for method, rows in results.items():
+            if case in rows:
+                lines.append(f"| {case} | {kind} | {method} | " + " | ".join(f"{float(rows[case][k]):.3f}" for k, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
-def main(out: str = "demo", ckpt: str = str(ROOT / "models" / "model.pt"), lpips: bool = False) -> None:
-    """Run the evaluation of the demo model on the embedded sample into ``out``; print the table
-    and the paths. ``lpips=True`` needs the torchvision VGG16 weights (see README, "Evaluation")."""
-    if not os.path.isfile(ckpt):
-        sys.exit(f"{ckpt}: the demo model is not there (it ships in the repository as models/model.pt)")
-    cmd = command(out, ckpt, lpips)
-    shown = ["python", *cmd[1:]]
-    print("running:", " ".join(a if re.fullmatch(r"[\w./=:+-]+", a) else f'"{a}"' for a in shown), flush=True)
+def main(out: str = "demo", lpips: bool = False) -> None:
+    """Run every method on the embedded sample into ``out``; print the table and the paths.
+    ``lpips=True`` needs the torchvision VGG16 weights (see README, "Evaluation")."""
+    import nibabel as nib
+
+    from duolift_bundle.viz import comparison_figure
+
+    missing = [v for _, _, _, o in METHODS for v in o.values() if not (ROOT / v).is_file()]
+    if missing:
+        sys.exit(f"shipped files missing (they are in the repository): {', '.join(missing)}")
     t0 = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT)
-    if result.returncode:
-        sys.exit(f"the evaluation workflow failed (exit code {result.returncode}); see the log above")
+    results: dict[str, dict[str, dict]] = {}
+    for name, folder, configs, overrides in METHODS:
+        cmd = command(folder, configs, overrides, out, lpips)
+        shown = ["python", *cmd[1:]]
+        print(f"\n[{name}] running:", " ".join(a if re.fullmatch(r"[\w./=:+-]+", a) else f'"{a}"' for a in shown), flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode:
+            sys.exit(f"the evaluation workflow of '{name}' failed; see the log above")
+        with open(Path(out) / folder / "metrics.csv", newline="") as f:
+            results[name] = {row["case"]: row for row in csv.DictReader(f)}
     out_dir = Path(out).resolve()
-    with open(out_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    text = table(results)
+    (out_dir / "table.md").write_text(text)
+    write_json(out_dir / "summary.json", {"sample": str(sample_dir(SIZE)), "methods": {n: {"folder": f, "configs": BASE + c} for n, f, c, _ in METHODS}, "results": results})
+    figures = []
+    for case in results[METHODS[0][0]]:
+        target = nib.load(sample_dir(SIZE) / case / "ct.nii.gz").get_fdata()
+        vols = {}
+        for _, folder, _, _ in METHODS:
+            recon = out_dir / folder / "reconstructions" / case / "recon_hu.nii.gz"
+            if folder in SHOWN and recon.is_file():
+                vols[SHOWN[folder]] = hu_to_unit(nib.load(recon).get_fdata())
+        figures.append(comparison_figure(target, vols, out_dir / "figures" / f"{case}.png", title=f"{case} ({'synthetic' if case.startswith('phantom') else 'real, never seen in training'})"))
     print(f"\ndone in {time.perf_counter() - t0:.0f} s\n")
-    print(per_case_table(rows))
-    for row in rows:
-        print(f"reconstruction: {out_dir / 'reconstructions' / row['case'] / 'recon_hu.nii.gz'}")
-    for figure in sorted((out_dir / "figures").glob("*.png")):
+    print(text)
+    for case in results[METHODS[0][0]]:
+        for folder in ("double_view", "single_view"):
+            print(f"reconstruction: {out_dir / folder / 'reconstructions' / case / 'recon_hu.nii.gz'}")
+    for figure in figures:
         print(f"figure:         {figure}")
-    print(f"metrics:        {out_dir / 'metrics.csv'}  {out_dir / 'summary.json'}")
-    print(f"true CTs:       {sample_dir(DEMO_SIZE)}/<case>/ct.nii.gz")
+    print(f"metrics:        {out_dir / 'table.md'}  {out_dir / 'summary.json'}")
+    print(f"true CTs:       {sample_dir(SIZE)}/<case>/ct.nii.gz")
 
 
 if __name__ == "__main__":

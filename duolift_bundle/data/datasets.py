@@ -200,13 +200,27 @@ def make_dataset(
     cache_rate: float = 1.0,
     num_workers: int = 0,
     seed: int = 0,
+    augmentation: Mapping | None = None,
+    device: str | torch.device | None = None,
 ):
     """One split for the configs (see the module docstring): ``prepared`` reads ``datalist``,
     ``raw`` runs the raw chain on ``raw_source`` (cached in ``raw_cache_dir`` when given),
     ``x2ct`` reads X2CT-GAN's HDF5 folders under ``x2ct_root`` listed in ``x2ct_names_file``
     (their train.txt / test.txt; or a mapping split -> names file). Sizes come from
-    ``protocol``. ``split=None`` takes every case (``run preparing``)."""
+    ``protocol``. ``split=None`` takes every case (``run preparing``).
+
+    ``augmentation`` (a mapping of :func:`~duolift_bundle.data.augmentation.drr_augmentation`'s
+    ranges; ``{}`` for the defaults, ``None`` for none) makes the ``training`` split an
+    :class:`~duolift_bundle.data.augmentation.AugmentedDataset`: every epoch each CT is augmented
+    and its X-rays simulated again (on ``device``). Other splits are never augmented."""
     protocol = protocol or Protocol()
+    if augmentation is not None and split == "training":
+        from duolift_bundle.data.augmentation import AugmentedDataset, drr_augmentation
+
+        base = make_dataset(
+            data_format, split, views, protocol, datalist, raw_source, raw_cache_dir, x2ct_root, x2ct_names_file, cache_rate, num_workers, seed
+        )
+        return AugmentedDataset(base, drr_augmentation(protocol, views, device=device, **dict(augmentation)), seed=seed)
     if isinstance(x2ct_names_file, Mapping):  # one names file per split
         x2ct_names_file = x2ct_names_file.get(split) if split is not None else None
     if data_format == "prepared":

@@ -15,7 +15,7 @@ import glob
 import logging
 import os
 import re
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import ignite.distributed as idist
@@ -146,11 +146,14 @@ class EpochSeedHandler:
     Dropout and any random transform of epoch e then depend only on (seed, e), not on how many
     random numbers earlier epochs drew, so a run resumed from a checkpoint at the end of epoch e
     repeats exactly what an uninterrupted run does in epoch e + 1 (together with a
-    ``DistributedSampler``, whose shuffle is seeded by ``seed + epoch`` too).
+    ``DistributedSampler``, whose shuffle is seeded by ``seed + epoch`` too). Datasets given in
+    ``datasets`` that have ``set_epoch`` (:class:`~duolift_bundle.data.augmentation.AugmentedDataset`)
+    are told the epoch too.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, datasets: Sequence | None = None) -> None:
         self.seed = int(seed)
+        self.datasets = [d for d in (datasets or []) if hasattr(d, "set_epoch")]
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
@@ -159,3 +162,5 @@ class EpochSeedHandler:
         from monai.utils import set_determinism
 
         set_determinism(seed=self.seed + int(engine.state.epoch))
+        for dataset in self.datasets:
+            dataset.set_epoch(int(engine.state.epoch))

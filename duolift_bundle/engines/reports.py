@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 from ignite.engine import Engine, Events
 
 from duolift_bundle.constants import CT_KEY, PRED_KEY
@@ -33,11 +32,6 @@ METRIC_COLUMNS: dict[str, tuple[str, bool]] = {
     "dice_lung": ("DICE lung", True),
     "dice_vessel": ("DICE vessel", True),
 }
-
-
-def _volume(x: Any) -> np.ndarray:
-    a = np.asarray(torch.as_tensor(x).detach().cpu().float())
-    return a[0] if a.ndim == 4 else a
 
 
 def engine_items(engine: Engine) -> list[dict]:
@@ -136,7 +130,7 @@ class FigureWriter:
             title = case
             if "metrics" in item and "psnr_3d" in item["metrics"]:
                 title += f"  PSNR(3D) {item['metrics']['psnr_3d']:.2f} dB, SSIM(3D) {item['metrics']['ssim_3d']:.3f}"
-            path = comparison_figure(_volume(item[CT_KEY]), {self.name: _volume(item[PRED_KEY])}, os.path.join(self.output_dir, f"{case}.png"), title=title)
+            path = comparison_figure(item[CT_KEY], {self.name: item[PRED_KEY]}, os.path.join(self.output_dir, f"{case}.png"), title=title)
             self.written.append(path)
 
 

@@ -3,12 +3,15 @@ and reaching the network inside its wrappers (DDP, DataParallel, auxiliary outpu
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 import torch.nn as nn
 
 __all__ = ["unwrap", "load_generator"]
+
+logger = logging.getLogger(__name__)
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -22,9 +25,16 @@ def unwrap(network: nn.Module) -> nn.Module:
         network = inner
 
 
-def load_generator(network: torch.nn.Module, ckpt_path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_generator(
+    network: torch.nn.Module, ckpt_path: str | os.PathLike, device: str | torch.device = "cpu", strict: bool = True
+) -> torch.nn.Module:
     """Load ``models/model.pt`` (a generator ``state_dict``) into ``network``; a checkpoint of
-    another configuration gives an error naming the file and the first mismatches."""
+    another configuration gives an error naming the file and the first mismatches.
+
+    ``strict=False`` is for warm starts (``train.yaml``'s ``init_ckpt`` with ``init_strict:
+    false``), e.g. a single-view model from a double-view one: every tensor whose name and shape
+    match is loaded, the others keep their initialisation and are logged; fewer than half
+    matching is still an error."""
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: checkpoint not found (train one, or pass --ckpt_path)")
@@ -36,6 +46,15 @@ def load_generator(network: torch.nn.Module, ckpt_path: str | os.PathLike, devic
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if not strict:
+        loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+        if len(loadable) * 2 < len(own):
+            raise ValueError(f"{path}: only {len(loadable)} of the network's {len(own)} tensors fit; not a warm start for this network")
+        skipped = sorted(set(own) - set(loadable))
+        if skipped:
+            logger.warning("%s: warm start loads %d of %d tensors; kept initialised: %s", path, len(loadable), len(own), ", ".join(skipped))
+        net.load_state_dict(loadable, strict=False)
+        return network.to(device).eval()
     if missing or unexpected or shapes:
         detail = "; ".join(
             part
@@ -49,7 +68,7 @@ def load_generator(network: torch.nn.Module, ckpt_path: str | os.PathLike, devic
         raise ValueError(
             f"{path}: checkpoint does not fit this network configuration ({detail}); "
             "pass the overrides the model was trained with (e.g. --views, --width, --lift, --dual_branch; "
-            "the demo model shipped as models/model.pt needs configs/demo.yaml merged after the config)"
+            "the 64^3 models shipped in models/ need configs/demo.yaml, or configs/inference_single_view.yaml, merged after the config)"
         )
     net.load_state_dict(state)
     return network.to(device).eval()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -74,6 +75,9 @@ CONFIG_STACKS = {
     "demo.yaml": ("infer", "inferring", ["inference.yaml"]),
     "evaluate.yaml": ("infer", "evaluating", ["inference.yaml"]),
     "baseline_mean.yaml": ("infer", "evaluating", ["inference.yaml", "evaluate.yaml", "demo.yaml"]),
+    "inference_single_view.yaml": ("infer", "inferring", ["inference.yaml"]),
+    "train_real.yaml": ("train", "training", ["train.yaml"]),
+    "train_real_single_view.yaml": ("train", "training", ["train.yaml", "train_real.yaml"]),
     "mlflow_tracking.yaml": (None, None, []),  # a --tracking settings file, not a config to merge
 }
 
@@ -177,92 +181,142 @@ def test_metadata_network_format_matches_the_network():
     assert y.dtype == torch.float32 and y.shape == (2, 1, 32, 32, 32) and 0.0 <= float(y.min()) and float(y.max()) <= 1.0
 
 
-# ---------------------------------------------------------------- the shipped demo model
+# ---------------------------------------------------------------- the shipped models
 
-DEMO_JSON = ROOT / "docs" / "demo_model.json"
+PHANTOM_JSON = ROOT / "docs" / "phantom_model.json"
+SHIPPED_JSON = ROOT / "docs" / "shipped_models.json"
+TRAIN_CONFIGS = {
+    "double_view": ["train.yaml", "train_real.yaml"],
+    "single_view": ["train.yaml", "train_real.yaml", "train_real_single_view.yaml"],
+}
 
 
-def _demo() -> dict:
-    return json.loads(DEMO_JSON.read_text())
+def _shipped() -> dict:
+    return json.loads(SHIPPED_JSON.read_text())
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_demo_model_matches_its_provenance():
-    """models/model.pt is the file the model card describes, its recipe is what the demo configs
-    resolve to, and it loads into the network of configs/demo.yaml."""
+def test_phantom_only_model_matches_its_provenance():
+    """models/phantom_cnn.pt (the former demo model, now a baseline row and the warm start of the
+    shipped models) is the file its record describes, and its recipe is what its configs resolve to."""
     from duolift_bundle.networks import load_generator
 
-    demo, path = _demo(), ROOT / "models" / "model.pt"
-    assert path.stat().st_size < 25e6
-    assert _sha256(path) == demo["sha256"], "models/model.pt is not the shipped demo model (retrained here? git checkout models/model.pt)"
+    record, path = json.loads(PHANTOM_JSON.read_text()), ROOT / "models" / "phantom_cnn.pt"
+    assert _sha256(path) == record["sha256"], "models/phantom_cnn.pt is not the recorded phantom-only model"
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "demo.yaml", "train_demo.yaml")])
     parser["bundle_root"] = "."
-    for key, value in demo["training"]["settings"].items():
+    for key, value in record["training"]["settings"].items():
         assert parser.get_parsed_content(key) == value, key
     reported = json.loads((ROOT / "configs" / "metadata.json").read_text())["eval_metrics"]
-    for who, record in (("demo_model", demo["heldout"]), ("mean_volume_baseline", demo["baseline"]["heldout"])):
-        assert reported[f"{who}_heldout_phantoms_psnr_3d"] == round(record["psnr_3d"]["mean"], 2)
-        assert reported[f"{who}_heldout_phantoms_ssim_3d"] == round(record["ssim_3d"]["mean"], 3)
+    for who, rec in (("phantom_model", record["heldout"]), ("mean_volume_baseline", record["baseline"]["heldout"])):
+        assert reported[f"{who}_heldout_phantoms_psnr_3d"] == round(rec["psnr_3d"]["mean"], 2)
+        assert reported[f"{who}_heldout_phantoms_ssim_3d"] == round(rec["ssim_3d"]["mean"], 3)
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
     net = load_generator(parser.get_parsed_content("network_def"), path)
-    assert sum(p.numel() for p in net.parameters()) == demo["parameters"]
+    assert sum(p.numel() for p in net.parameters()) == record["parameters"]
+
+
+@pytest.mark.parametrize("key", ["double_view", "single_view"])
+def test_shipped_model_matches_its_record(key):
+    """The weights are the recorded files, their recipe is what the training configs resolve to,
+    they load into their inference configs, and the metadata reports the recorded numbers."""
+    from duolift_bundle.networks import load_generator
+
+    record = _shipped()["models"][key]
+    path = ROOT / record["file"]
+    assert path.stat().st_size < 25e6
+    assert _sha256(path) == record["sha256"], f"{record['file']} is not the shipped model (retrained here? git checkout {record['file']})"
+    train = ConfigParser()
+    train.read_config([str(ROOT / "configs" / f) for f in TRAIN_CONFIGS[key]])
+    train["bundle_root"] = "."
+    for name, value in record["training"]["settings"].items():
+        assert train.get_parsed_content(name) == value, name
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / f) for f in record["inference_configs"]])
+    parser["bundle_root"] = str(ROOT)
+    net = load_generator(parser.get_parsed_content("network_def"), path)
+    assert sum(p.numel() for p in net.parameters()) == record["parameters"]
+    assert parser.get_parsed_content("ckpt_path") == str(path) or key == "double_view"
+    reported = json.loads((ROOT / "configs" / "metadata.json").read_text())["eval_metrics"]
+    for metric in ("psnr_3d", "ssim_3d"):
+        assert reported[f"{key}_normal001_{metric}"] == round(record["sample"]["normal001"][metric], 3)
+
+
+def test_shipped_baselines_match_their_record():
+    for key, record in _shipped()["baselines"].items():
+        assert _sha256(ROOT / record["file"]) == record["sha256"], key
+
+
+def test_leave_one_out_record_has_every_fold_and_its_baselines():
+    """The model card's leave-one-out table: each real CT held out once, both models and the
+    baselines scored on it (docs/real_ct_loo.json, scripts/real_ct_report.py)."""
+    folds = _shipped()["leave_one_out"]
+    assert sorted(folds) == ["P002", "cap002", "normal001"]
+    for fold in folds.values():
+        assert {"DuoLift-CNN double view", "DuoLift-CNN single view", "phantom-only model (before)", "mean of the other real CTs"} <= set(fold["rows"])
+
+
+def _frontal_png(case: str, folder: Path) -> None:
+    """The sample case's frontal DRR as an 8-bit PNG radiograph file (the only file of the case)."""
+    from PIL import Image
+
+    img = np.asarray(nib.load(sample_dir(64) / case / "xray_frontal.nii.gz").dataobj, dtype=np.float64).squeeze()
+    folder.mkdir(parents=True)
+    Image.fromarray(np.round(img / img.max() * 255).astype(np.uint8)).save(folder / "frontal.png")
 
 
 @pytest.mark.slow
-def test_inference_yaml_on_the_embedded_sample(tmp_path):
-    """inference.yaml + demo.yaml on the 64^3 sample's X-ray files: one HU volume per case, and on
-    the phantoms the demo model beats the mean-volume baseline as the model card says."""
+def test_single_view_config_reconstructs_one_frontal_radiograph_file(tmp_path):
+    """inference.yaml + inference_single_view.yaml on a folder holding one frontal PNG: a 64^3 HU
+    volume on the protocol grid, as close to the true CT as the model card says."""
     from duolift_bundle.constants import hu_to_unit
     from duolift_bundle.metrics.image import psnr_3d
 
-    demo, out = _demo(), tmp_path / "out"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", "['configs/inference.yaml','configs/demo.yaml']",
-           "--input_dir", str(sample_dir(64)), "--output_dir", str(out), "--progress", "False"]  # fmt: skip
+    _frontal_png("normal001", tmp_path / "in" / "normal001")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", "['configs/inference.yaml','configs/inference_single_view.yaml']",
+           "--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--progress", "False"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert [c["case"] for c in summary["cases"]] == ["normal001", "phantom_0500", "phantom_0501"]
-    import nibabel as nib
-
-    for case in ("normal001", "phantom_0500", "phantom_0501"):
-        img = nib.load(out / case / "recon_hu.nii.gz")
-        hu = img.get_fdata()
-        assert hu.shape == (64, 64, 64) and -1024.5 <= hu.min() and hu.max() <= 1476.5
-        np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 5.0)  # voxels of 320 mm / 64
-        target = np.asarray(nib.load(sample_dir(64) / case / "ct.nii.gz").dataobj, dtype=np.float64)
-        psnr = psnr_3d(hu_to_unit(hu), target)
-        assert abs(psnr - demo["sample"][case]["psnr_3d"]) < 0.1, case  # the model card's numbers
-        if case.startswith("phantom"):
-            assert psnr > demo["baseline"]["heldout"]["psnr_3d"]["mean"] + 1.0
+    img = nib.load(out / "normal001" / "recon_hu.nii.gz")
+    assert img.shape == (64, 64, 64)
+    np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 5.0)
+    target = np.asarray(nib.load(sample_dir(64) / "normal001" / "ct.nii.gz").dataobj, dtype=np.float64)
+    expected = _shipped()["models"]["single_view"]["sample"]["normal001"]["psnr_3d"]
+    assert psnr_3d(hu_to_unit(img.get_fdata()), target) == pytest.approx(expected, abs=0.3)  # PNG: 8-bit quantised
 
 
 @pytest.mark.slow
 def test_quickstart_reconstructs_the_sample(tmp_path):
-    """The README's first command (after set-up): NIfTI, metrics and figures of the sample's
-    reconstruction, the paths printed, and the metrics of the model card."""
+    """The README's first command (after set-up): both shipped models and the baselines on the
+    sample, NIfTI, metrics and figures, the paths printed, and the metrics of the model card."""
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "scripts/quickstart.py", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "scripts/quickstart.py", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    demo = _demo()
+    shipped = _shipped()
     for case in ("normal001", "phantom_0500", "phantom_0501"):
-        recon = out / "reconstructions" / case / "recon_hu.nii.gz"
         figure = out / "figures" / f"{case}.png"
-        assert str(recon) in result.stdout and str(figure) in result.stdout
-        assert figure.stat().st_size > 10_000
-        import nibabel as nib
-
-        # the reconstruction opens on top of its true CT: same grid, same affine
-        truth = nib.load(sample_dir(64) / case / "ct.nii.gz")
-        img = nib.load(recon)
-        assert img.shape == truth.shape == (64, 64, 64)
-        np.testing.assert_allclose(img.affine, truth.affine, atol=1e-4)
-    rows = {r["case"]: r for r in csv.DictReader(open(out / "metrics.csv"))}
-    for case, expected in demo["sample"].items():
-        for key in ("psnr_3d", "ssim_3d"):
-            assert float(rows[case][key]) == pytest.approx(expected[key], abs=2e-3), (case, key)
-    assert "classical lung mask" in (out / "table.md").read_text()
+        assert str(figure) in result.stdout and figure.stat().st_size > 10_000
+        for folder in ("double_view", "single_view"):
+            recon = out / folder / "reconstructions" / case / "recon_hu.nii.gz"
+            assert str(recon) in result.stdout
+            # the reconstruction opens on top of its true CT: same grid, same affine
+            truth, img = nib.load(sample_dir(64) / case / "ct.nii.gz"), nib.load(recon)
+            assert img.shape == truth.shape == (64, 64, 64)
+            np.testing.assert_allclose(img.affine, truth.affine, atol=1e-4)
+    records = {**shipped["models"], **shipped["baselines"]}
+    for folder, record in records.items():
+        rows = {r["case"]: r for r in csv.DictReader(open(out / folder / "metrics.csv"))}
+        for case, expected in record["sample"].items():
+            for key in ("psnr_3d", "ssim_3d"):
+                assert float(rows[case][key]) == pytest.approx(expected[key], abs=2e-3), (folder, case, key)
+    table = (out / "table.md").read_text()
+    assert "real (held out)" in table and "synthetic" in table and "mean of the real training CTs" in table
+    # the double-view model beats the baseline that sees no X-ray on the real case it never saw
+    dv, mean = shipped["models"]["double_view"]["sample"]["normal001"], shipped["baselines"]["mean_real_training_cts"]["sample"]["normal001"]
+    assert dv["psnr_3d"] > mean["psnr_3d"] + 2.0 and dv["ssim_3d"] > mean["ssim_3d"] + 0.15

@@ -1,8 +1,10 @@
-"""Write ``docs/demo_model.json``, the provenance record of the shipped demo model, from the
+"""Write ``docs/phantom_model.json``, the provenance record of the phantom-only model
+(``models/phantom_cnn.pt``: the former CPU demo model, now the "before" row of the model card and
+the warm start of the shipped real-chest models), from the
 outputs of its training and evaluation runs (the model card's numbers come from this file, and
 ``tests/workflows/test_bundle_checks.py`` checks the model file and the configs against it).
 
-    python scripts/record_demo_model.py --train_log runs/demo64/train.log \\
+    python scripts/record_phantom_model.py --train_log runs/demo64/train.log \\
         --heldout eval/demo_heldout --baseline eval/baseline_heldout \\
         --validation eval/demo_validation --sample demo
 
@@ -78,8 +80,8 @@ def main(
     baseline: str = "eval/baseline_heldout",
     validation: str | None = "eval/demo_validation",
     sample: str = "demo",
-    model: str = str(ROOT / "models" / "model.pt"),
-    out: str = str(ROOT / "docs" / "demo_model.json"),
+    model: str = str(ROOT / "models" / "phantom_cnn.pt"),
+    out: str = str(ROOT / "docs" / "phantom_model.json"),
 ) -> None:
     from monai.bundle import ConfigParser
 

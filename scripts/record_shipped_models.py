@@ -1,0 +1,157 @@
+"""Ship the real-chest models and write their provenance (``docs/shipped_models.json``).
+
+Two steps around the quick start (whose sample metrics the record keeps):
+
+    python scripts/record_shipped_models.py export --dv_run runs/real64_dv --sv_run runs/real64_sv
+    python scripts/quickstart.py --out demo
+    python scripts/record_shipped_models.py record --dv_run runs/real64_dv --sv_run runs/real64_sv --sample demo
+
+``export`` copies the generator of each run's last full checkpoint (the last epoch: the held-out
+validation case only reports, it does not pick weights) to ``models/model.pt`` (double view) and
+``models/model_single_view.pt``, and writes the baselines' mean volumes to ``models/baselines/``;
+it refuses to replace a shipped file that differs unless ``--replace True``. ``record`` writes the
+hashes, the recipe as the configs resolve it, the commands, the validation curves, the
+leave-one-out table (``docs/real_ct_loo.json``, from ``scripts/real_ct_report.py``) and the
+sample metrics; ``tests/workflows/test_bundle_checks.py`` checks the files against it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import sys
+from pathlib import Path
+
+import fire
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD = ROOT / "docs" / "shipped_models.json"
+TRAIN_CONFIGS = {
+    "double_view": ["configs/train.yaml", "configs/train_real.yaml"],
+    "single_view": ["configs/train.yaml", "configs/train_real.yaml", "configs/train_real_single_view.yaml"],
+}
+INFER_CONFIGS = {
+    "double_view": ["configs/inference.yaml", "configs/demo.yaml"],
+    "single_view": ["configs/inference.yaml", "configs/inference_single_view.yaml"],
+}
+FILES = {"double_view": "models/model.pt", "single_view": "models/model_single_view.pt"}
+BASELINES = {
+    "mean_training_cts": "models/baselines/mean_training_cts.nii.gz",
+    "mean_real_training_cts": "models/baselines/mean_real_training_cts.nii.gz",
+}
+SETTING_KEYS = ["views", "size", "width", "gan", "masked_loss", "augment", "batch_size", "accumulation_steps", "g_lr", "max_epochs", "lr_milestone", "seed", "init_ckpt", "init_strict", "datalist"]
+DATA_COMMANDS = [
+    "python scripts/prepare_data.py --src ../shared/data/chest-ct-dicom --out data/real64 --size 64",
+    "python scripts/make_phantoms.py --out data/phantoms64 --n 32 --size 64 --seed 2000",
+    "python scripts/make_training_set.py --out data/real64_normal001_out/datalist.json --real data/real64/datalist.json "
+    '--phantoms data/phantoms64/datalist.json --holdout "[normal001]" --real_repeats 2',
+]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_once(path: Path, data: bytes, replace: bool) -> str:
+    from duolift_bundle.io_utils import atomic_path
+
+    if path.exists() and path.read_bytes() != data and not replace:
+        raise FileExistsError(f"{path}: a different shipped file is there; pass --replace True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+    return _sha256(data)
+
+
+def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_normal001_out/datalist.json", real: str = "data/real64/datalist.json", holdout: str = "normal001", replace: bool = False) -> None:
+    """Copy the runs' last generators to models/ and write the baselines' mean volumes."""
+    from duolift_bundle.data.datasets import load_datalist
+    from duolift_bundle.data.splits import SPLITS
+    from duolift_bundle.engines.handlers import latest_checkpoint
+    from duolift_bundle.networks import MeanVolume
+
+    for key, run in (("double_view", dv_run), ("single_view", sv_run)):
+        ckpt = latest_checkpoint(str(Path(run) / "checkpoints"))
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["generator"]
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        digest = _write_once(ROOT / FILES[key], buf.getvalue(), replace)
+        print(f"{FILES[key]}: {digest[:16]}... from {ckpt}")
+    real_cts = [it["ct"] for s in SPLITS for it in load_datalist(real, s) if holdout not in it["case"]]
+    means = {
+        "mean_training_cts": MeanVolume.from_datalist(training_datalist, "training", 64),
+        "mean_real_training_cts": MeanVolume.from_files(real_cts, 64),
+    }
+    for key, volume in means.items():
+        tmp = ROOT / (BASELINES[key] + ".tmp.nii.gz")
+        volume.save(str(tmp))
+        data = tmp.read_bytes()
+        tmp.unlink()
+        print(f"{BASELINES[key]}: {_write_once(ROOT / BASELINES[key], data, replace)[:16]}...")
+
+
+def _curve(log: Path) -> dict:
+    text = log.read_text()
+    val = [(int(e), float(p), float(s)) for e, p, s in re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+) val_ssim: ([\d.]+)", text)]
+    took = re.findall(r"DuoLiftTrainer - INFO - Engine run finished. Time taken: (\d+):(\d+):(\d+)", text)
+    h, m, s = (int(v) for v in took[-1]) if took else (0, 0, 0)
+    return {
+        "epochs": max(v[0] for v in val),
+        "validation_case": "normal001 (held out; reported only, the last epoch's weights are shipped)",
+        "validation_curve": {str(e): {"val_psnr": p, "val_ssim": s} for e, p, s in val},
+        "wall_seconds": h * 3600 + m * 60 + s or None,
+    }
+
+
+def _sample(folder: Path) -> dict:
+    with open(folder / "metrics.csv", newline="") as f:
+        return {row["case"]: {k: round(float(v), 4) for k, v in row.items() if k != "case" and v and not k.endswith("segmenter")} for row in csv.DictReader(f)}
+
+
+def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real_ct_loo.json", out: str = str(RECORD)) -> None:
+    """Write docs/shipped_models.json (see the module docstring)."""
+    from monai.bundle import ConfigParser
+
+    from duolift_bundle.io_utils import read_json, write_json
+    from duolift_bundle.networks import load_generator
+
+    doc: dict = {"models": {}, "baselines": {}}
+    for key, run in (("double_view", dv_run), ("single_view", sv_run)):
+        path = ROOT / FILES[key]
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / f) for f in INFER_CONFIGS[key]])
+        parser["bundle_root"] = "."
+        net = load_generator(parser.get_parsed_content("network_def"), path)  # proves the file fits its config
+        train = ConfigParser()
+        train.read_config([str(ROOT / f) for f in TRAIN_CONFIGS[key]])
+        train["bundle_root"] = "."
+        files = "[" + ",".join(f"'{f}'" for f in TRAIN_CONFIGS[key]) + "]"
+        doc["models"][key] = {
+            "file": FILES[key],
+            "sha256": _sha256(path.read_bytes()),
+            "parameters": int(sum(p.numel() for p in net.parameters())),
+            "bytes": path.stat().st_size,
+            "inference_configs": INFER_CONFIGS[key],
+            "training": {
+                "command": DATA_COMMANDS + [f'python -m monai.bundle run training --config_file "{files}"'],
+                "settings": {k: train.get_parsed_content(k) for k in SETTING_KEYS},
+                "data": "real CTs P002 and cap002 (COVID-CT-MD, CC BY 4.0), each listed twice per epoch with on-the-fly DRR "
+                "augmentation, plus 29 phantoms (seeds 2000-2031, training + validation split) at 64^3; normal001 never trained on",
+                "hardware": "2 CPU cores shared by three runs (no GPU), torch 2.14.1, 1 thread per run",
+                **_curve(Path(run) / "log"),
+            },
+            "sample": _sample(Path(sample) / key),
+        }
+    for key, file in BASELINES.items():
+        doc["baselines"][key] = {"file": file, "sha256": _sha256((ROOT / file).read_bytes()), "sample": _sample(Path(sample) / key)}
+    doc["baselines"]["phantom_only"] = {"file": "models/phantom_cnn.pt", "sha256": _sha256((ROOT / "models/phantom_cnn.pt").read_bytes()), "sample": _sample(Path(sample) / "phantom_only")}
+    doc["leave_one_out"] = read_json(ROOT / loo)["folds"]
+    write_json(out, doc)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(fire.Fire({"export": export, "record": record}))
