@@ -17,7 +17,6 @@ sample metrics; ``tests/workflows/test_bundle_checks.py`` checks the files again
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import fire
 import torch
+from record_phantom_model import _per_case  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "docs" / "shipped_models.json"
@@ -106,11 +106,6 @@ def _curve(log: Path) -> dict:
     }
 
 
-def _sample(folder: Path) -> dict:
-    with open(folder / "metrics.csv", newline="") as f:
-        return {row["case"]: {k: round(float(v), 4) for k, v in row.items() if k != "case" and v and not k.endswith("segmenter")} for row in csv.DictReader(f)}
-
-
 def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real_ct_loo.json", out: str = str(RECORD)) -> None:
     """Write docs/shipped_models.json (see the module docstring)."""
     from monai.bundle import ConfigParser
@@ -143,11 +138,11 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
                 "hardware": "2 CPU cores shared by three runs (no GPU), torch 2.14.1, 1 thread per run",
                 **_curve(Path(run) / "log"),
             },
-            "sample": _sample(Path(sample) / key),
+            "sample": _per_case(Path(sample) / key),
         }
     for key, file in BASELINES.items():
-        doc["baselines"][key] = {"file": file, "sha256": _sha256((ROOT / file).read_bytes()), "sample": _sample(Path(sample) / key)}
-    doc["baselines"]["phantom_only"] = {"file": "models/phantom_cnn.pt", "sha256": _sha256((ROOT / "models/phantom_cnn.pt").read_bytes()), "sample": _sample(Path(sample) / "phantom_only")}
+        doc["baselines"][key] = {"file": file, "sha256": _sha256((ROOT / file).read_bytes()), "sample": _per_case(Path(sample) / key)}
+    doc["baselines"]["phantom_only"] = {"file": "models/phantom_cnn.pt", "sha256": _sha256((ROOT / "models/phantom_cnn.pt").read_bytes()), "sample": _per_case(Path(sample) / "phantom_only")}
     doc["leave_one_out"] = read_json(ROOT / loo)["folds"]
     write_json(out, doc)
     print(f"wrote {out}")

@@ -68,8 +68,7 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
     labels, n = ndi.label(hu > threshold)
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
-    sizes = ndi.sum_labels(np.ones(hu.shape), labels, index=np.arange(1, n + 1))
-    body = labels == (int(np.argmax(sizes)) + 1)
+    body = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
     return np.stack([ndi.binary_fill_holes(s) for s in body])
 
 

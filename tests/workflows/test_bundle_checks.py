@@ -241,7 +241,7 @@ def test_shipped_model_matches_its_record(key):
     parser["bundle_root"] = str(ROOT)
     net = load_generator(parser.get_parsed_content("network_def"), path)
     assert sum(p.numel() for p in net.parameters()) == record["parameters"]
-    assert parser.get_parsed_content("ckpt_path") == str(path) or key == "double_view"
+    assert parser.get_parsed_content("ckpt_path") == str(path)
     reported = json.loads((ROOT / "configs" / "metadata.json").read_text())["eval_metrics"]
     for metric in ("psnr_3d", "ssim_3d"):
         assert reported[f"{key}_normal001_{metric}"] == round(record["sample"]["normal001"][metric], 3)
