@@ -4,8 +4,8 @@ models trained without it, next to the baselines, with the evaluation's own metr
     python scripts/real_ct_report.py --out docs/real_ct_loo.json --figures docs/figures
 
 For every case C of ``--real`` (a prepared datalist at the models' size) and every entry of
-``--models`` (name -> ``[views, weights]``; ``{case}`` in the path is replaced by C; a folder means
-its newest full checkpoint, i.e. the weights of the last epoch), the held-out CT's DRRs are
+``--models`` (name -> ``[views, weights, width]``; ``{case}`` in the path is replaced by C; a folder
+means its newest checkpoint, i.e. the weights of the last epoch), the held-out CT's DRRs are
 reconstructed and scored: PSNR / SSIM in 2D and 3D (duolift_bundle.metrics.image, as
 ``evaluate.yaml``). Baselines in the same table: the mean of the other real CTs and the mean of the
 fold's training CTs (``--fold_datalist``: real + phantoms, each CT once). Writes OUT (JSON), prints
@@ -31,9 +31,9 @@ from duolift_bundle.metrics.image import psnr_2d, psnr_3d, ssim_2d, ssim_3d
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"psnr_2d": psnr_2d, "psnr_3d": psnr_3d, "ssim_2d": ssim_2d, "ssim_3d": ssim_3d}
 DEFAULT_MODELS = {
-    "DuoLift-CNN double view": [2, "runs/real64_dv_{case}/checkpoints"],
-    "DuoLift-CNN single view": [1, "runs/real64_sv_{case}/checkpoints"],
-    "phantom-only model (before)": [2, "models/phantom_cnn.pt"],
+    "DuoLift-CNN double view": [2, "runs/real64_dv_{case}/checkpoints", 0.125],
+    "DuoLift-CNN single view": [1, "runs/real64_sv_{case}/checkpoints", 0.25],
+    "phantom-only model (before)": [2, "models/phantom_cnn.pt", 0.125],
 }
 
 
@@ -41,8 +41,8 @@ def _read(path: str) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
 
-def _network(views: int, weights: str):
-    """The inference config's network (inference.yaml + demo.yaml: 64^3, width 1/8) with ``weights``."""
+def _network(views: int, weights: str, width: float):
+    """The inference config's network (inference.yaml + demo.yaml: 64^3) of ``views`` and ``width`` with ``weights``."""
     from monai.bundle import ConfigParser
 
     from duolift_bundle.engines.handlers import latest_checkpoint
@@ -50,7 +50,7 @@ def _network(views: int, weights: str):
 
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
-    parser.update({"bundle_root": str(ROOT), "views": views})
+    parser.update({"bundle_root": str(ROOT), "views": views, "width": width})
     path = latest_checkpoint(weights) if os.path.isdir(weights) else weights
     return load_generator(parser.get_parsed_content("network_def"), path), path
 
@@ -62,7 +62,7 @@ def _mean(items: list[dict]) -> np.ndarray:
 
 def main(
     real: str = "data/real64/datalist.json",
-    fold_datalist: str = "data/real64_{case}_out/datalist.json",
+    fold_datalist: str = "data/real64_{case}_n256/datalist.json",
     models: dict | None = None,
     out: str = "docs/real_ct_loo.json",
     figures: str | None = None,
@@ -83,8 +83,8 @@ def main(
             "mean of the fold's training CTs": _mean(load_datalist(fold_datalist.format(case=short), "training")),
         }
         sources = {}
-        for name, (views, weights) in models.items():
-            net, path = _network(int(views), weights.format(case=short))
+        for name, (views, weights, width) in models.items():
+            net, path = _network(int(views), weights.format(case=short), float(width))
             with torch.no_grad():
                 preds[name] = net(xray[:, : int(views)])[0, 0].numpy()
             sources[name] = os.path.relpath(path, ROOT) if os.path.isabs(path) else path

@@ -45,10 +45,20 @@ BASELINES = {
 SETTING_KEYS = ["views", "size", "width", "gan", "masked_loss", "augment", "batch_size", "accumulation_steps", "g_lr", "max_epochs", "lr_milestone", "seed", "init_ckpt", "init_strict", "datalist"]
 DATA_COMMANDS = [
     "python scripts/prepare_data.py --src ../shared/data/chest-ct-dicom --out data/real64 --size 64",
-    "python scripts/make_phantoms.py --out data/phantoms64 --n 32 --size 64 --seed 2000",
-    "python scripts/make_training_set.py --out data/real64_normal001_out/datalist.json --real data/real64/datalist.json "
-    '--phantoms data/phantoms64/datalist.json --holdout "[normal001]" --real_repeats 2',
+    "python scripts/make_phantoms.py --out data/phantoms64_n256 --n 256 --size 64 --seed 2000",
+    "python scripts/make_training_set.py --out data/real64_normal001_n256/datalist.json --real data/real64/datalist.json "
+    '--phantoms data/phantoms64_n256/datalist.json --holdout "[normal001]" --real_repeats 16',
 ]
+#: the GPU runs (scripts/train_real_folds.sh) had a time budget; these are the epochs it came to
+STAGE_2 = (
+    'python -m monai.bundle run training --config_file "[\'configs/train.yaml\',\'configs/train_real.yaml\']" '
+    "--init_ckpt runs/real64_dv/checkpoints/checkpoint_epoch=0007.pt --init_strict true --max_epochs 9 --lr_milestone 7 "
+    "--output_dir runs/real64_dv_stage2"
+)
+HARDWARE = (
+    "one NVIDIA H200 (torch 2.11, CUDA, AMP), 16 CPU cores; all folds and recipes at once "
+    "(stage 1: nine runs sharing the GPU, stage 2: three)"
+)
 
 
 def _sha256(data: bytes) -> str:
@@ -66,7 +76,7 @@ def _write_once(path: Path, data: bytes, replace: bool) -> str:
     return _sha256(data)
 
 
-def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_normal001_out/datalist.json", real: str = "data/real64/datalist.json", holdout: str = "normal001", replace: bool = False) -> None:
+def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_normal001_n256/datalist.json", real: str = "data/real64/datalist.json", holdout: str = "normal001", replace: bool = False) -> None:
     """Copy the runs' last generators to models/ and write the baselines' mean volumes."""
     from duolift_bundle.data.datasets import load_datalist
     from duolift_bundle.data.splits import SPLITS
@@ -75,7 +85,10 @@ def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_norma
 
     for key, run in (("double_view", dv_run), ("single_view", sv_run)):
         ckpt = latest_checkpoint(str(Path(run) / "checkpoints"))
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["generator"]
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        # a full checkpoint holds the generator under "generator"; the GPU fold runs came back as
+        # bare generators (the wider ones in float16 for the trip): ship float32 either way
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.get("generator", state).items()}
         buf = io.BytesIO()
         torch.save(state, buf)
         digest = _write_once(ROOT / FILES[key], buf.getvalue(), replace)
@@ -101,6 +114,7 @@ def _curve(log: Path) -> dict:
     return {
         "epochs": max(v[0] for v in val),
         "validation_case": "normal001 (held out; reported only, the last epoch's weights are shipped)",
+        "learning_rates": [float(v) for v in re.findall(r"Current learning rate: ([\d.e-]+)", text)],
         "validation_curve": {str(e): {"val_psnr": p, "val_ssim": s} for e, p, s in val},
         "wall_seconds": h * 3600 + m * 60 + s or None,
     }
@@ -124,6 +138,11 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
         train.read_config([str(ROOT / f) for f in TRAIN_CONFIGS[key]])
         train["bundle_root"] = "."
         files = "[" + ",".join(f"'{f}'" for f in TRAIN_CONFIGS[key]) + "]"
+        command = DATA_COMMANDS + [f'python -m monai.bundle run training --config_file "{files}"']
+        stages = {}
+        if key == "double_view":  # stage 1 in the run's stage1.log, stage 2 in its log
+            command.append(STAGE_2)
+            stages = {"stage_1": _curve(Path(run) / "stage1.log")}
         doc["models"][key] = {
             "file": FILES[key],
             "sha256": _sha256(path.read_bytes()),
@@ -131,11 +150,12 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
             "bytes": path.stat().st_size,
             "inference_configs": INFER_CONFIGS[key],
             "training": {
-                "command": DATA_COMMANDS + [f'python -m monai.bundle run training --config_file "{files}"'],
+                "command": command,
                 "settings": {k: train.get_parsed_content(k) for k in SETTING_KEYS},
-                "data": "real CTs P002 and cap002 (COVID-CT-MD, CC BY 4.0), each listed twice per epoch with on-the-fly DRR "
-                "augmentation, plus 29 phantoms (seeds 2000-2031, training + validation split) at 64^3; normal001 never trained on",
-                "hardware": "2 CPU cores shared by three runs (no GPU), torch 2.14.1, 1 thread per run",
+                "data": "real CTs P002 and cap002 (COVID-CT-MD, CC BY 4.0), each listed 16 times per epoch with on-the-fly DRR "
+                "augmentation, plus 226 phantoms (seeds 2000-2255, training + validation split) at 64^3; normal001 never trained on",
+                "hardware": HARDWARE,
+                **stages,
                 **_curve(Path(run) / "log"),
             },
             "sample": _per_case(Path(sample) / key),

@@ -4,7 +4,7 @@ X2CT-GAN trained on DRRs computed once; with two or three real CTs that is two o
 each training CT is spatially and intensity augmented with MONAI's random transforms BEFORE the
 DRRs are simulated, so the X-rays and the target always describe the same (augmented) chest:
 
-    contract item (ct, lung_mask, ...) -> Rand3DElasticd (rotation, per-axis scale, shift, elastic
+    contract item (ct, lung_mask, ...) -> [to ``device``] -> Rand3DElasticd (rotation, per-axis scale, shift, elastic
     warp; lung mask nearest) -> RandAdjustContrastd (gamma) -> RandGaussianNoised (scanner noise)
     -> clip to [0, 1] -> DRRd (the protocol's projector, on ``device``) -> CheckContractd
 
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import Compose, RandAdjustContrastd, RandGaussianNoised, Rand3DElasticd, ScaleIntensityRanged
+from monai.transforms import Compose, RandAdjustContrastd, RandGaussianNoised, Rand3DElasticd, ScaleIntensityRanged, ToDeviced
 
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.geometry import Protocol
@@ -72,7 +72,9 @@ def drr_augmentation(
     ``(views, X, X)`` (simulated after the augmentation, so the pair stays consistent).
 
     Distances are in mm and converted with the protocol's voxel size, so one setting means the
-    same anatomy change at 64^3 and 128^3.
+    same anatomy change at 64^3 and 128^3. With ``device`` the CT and lung mask move there first,
+    so the warp, the intensity steps and the projector all run on it (the GPU in training; the
+    augmented ``ct`` / ``lung_mask`` stay there, the ``xray`` comes back to the CPU).
     """
     p = protocol or Protocol()
     if views not in (1, 2):
@@ -93,8 +95,10 @@ def drr_augmentation(
         mode=("bilinear", "nearest"),
         padding_mode="zeros",  # 0 = the bottom of the HU window: air outside the field
     )
+    to_device = [ToDeviced([CT_KEY, LUNG_MASK_KEY], device=device)] if device is not None else []
     return Compose(
         [
+            *to_device,
             spatial,
             RandAdjustContrastd(CT_KEY, prob=prob, gamma=tuple(gamma)),
             RandGaussianNoised(CT_KEY, prob=prob, std=noise_std),

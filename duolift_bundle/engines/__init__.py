@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from duolift_bundle.engines.batches import prepare_inference_batch, prepare_xray_batch
 from duolift_bundle.engines.config_checks import ConfigError, check_overrides, check_training_settings
-from duolift_bundle.engines.handlers import CHECKPOINT_FILENAME_PATTERN, BestModelSaver, EpochSeedHandler, FinalModelSaver, epoch_of, latest_checkpoint
+from duolift_bundle.engines.handlers import CHECKPOINT_FILENAME_PATTERN, BestModelSaver, EpochSeedHandler, FinalModelSaver, TimeBudget, epoch_of, latest_checkpoint
 from duolift_bundle.engines.reports import METRIC_COLUMNS, FigureWriter, InferenceSummary, MetricsReport
 from duolift_bundle.engines.trainer import DuoLiftTrainer, NonFiniteLossError
 
@@ -16,6 +16,7 @@ __all__ = [
     "BestModelSaver",
     "FinalModelSaver",
     "EpochSeedHandler",
+    "TimeBudget",
     "CHECKPOINT_FILENAME_PATTERN",
     "epoch_of",
     "latest_checkpoint",

@@ -15,6 +15,8 @@ import glob
 import logging
 import os
 import re
+import time
+from collections import Counter
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
@@ -28,6 +30,7 @@ __all__ = [
     "BestModelSaver",
     "FinalModelSaver",
     "EpochSeedHandler",
+    "TimeBudget",
     "latest_checkpoint",
     "CHECKPOINT_FILENAME_PATTERN",
     "epoch_of",
@@ -164,3 +167,60 @@ class EpochSeedHandler:
         set_determinism(seed=self.seed + int(engine.state.epoch))
         for dataset in self.datasets:
             dataset.set_epoch(int(engine.state.epoch))
+
+
+class TimeBudget:
+    """Fit a training run into ``budget_s`` seconds of wall clock, learning-rate drop included.
+
+    A run with a hard time limit (a lent GPU, a cluster job) that is simply stopped at the limit
+    never reaches its learning-rate milestones. After each epoch this handler takes the time of
+    that epoch (validation included when it is attached after the validation handler), sets
+    ``engine.state.max_epochs`` to the epochs that still fit (never more than configured) and
+    moves each ``MultiStepLR`` milestone not yet passed to the same fraction of the new length that
+    it had of the configured one (``lr_milestone / max_epochs``), always after the current epoch.
+    Ignite's ``TimeLimit`` only stops a run; it does not move the schedule, hence this handler.
+
+    Args:
+        budget_s: seconds from the start of this run (a resumed run gets a new budget); ``None`` or
+            ``<= 0``: no budget, the handler does nothing.
+        schedulers: ``torch.optim.lr_scheduler.MultiStepLR`` objects (``None`` entries are skipped).
+        clock: the time source in seconds (tests pass a fake one).
+    """
+
+    def __init__(self, budget_s: Optional[float], schedulers: Sequence = (), clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget_s = float(budget_s) if budget_s else 0.0
+        self.schedulers = [s for s in schedulers if s is not None]
+        for s in self.schedulers:
+            if not isinstance(s, torch.optim.lr_scheduler.MultiStepLR):
+                raise TypeError(f"TimeBudget moves MultiStepLR milestones; got {type(s).__name__}")
+        self.clock = clock
+        self._start = self._last = 0.0
+        self._max_epochs = 0
+        self._plans: list[list[list[int]]] = []  # per scheduler: [configured milestone, where it is now]
+
+    def attach(self, engine: Engine) -> None:
+        if self.budget_s <= 0:
+            return
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _started(self, engine: Engine) -> None:
+        self._start = self._last = self.clock()
+        self._max_epochs = int(engine.state.max_epochs)
+        self._plans = [[[m, m] for m in sorted(s.milestones.elements())] for s in self.schedulers]
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        now = self.clock()
+        epoch_s, self._last = now - self._last, now
+        epoch = int(engine.state.epoch)
+        fit = epoch + int(max(0.0, self.budget_s - (now - self._start)) // max(epoch_s, 1e-9))
+        new_max = max(epoch, min(self._max_epochs, fit))
+        if new_max != engine.state.max_epochs:
+            logger.info("TimeBudget: %.1f s per epoch, %.0f of %.0f s used: %d epochs in all", epoch_s, now - self._start, self.budget_s, new_max)
+            engine.state.max_epochs = new_max
+        for sched, plan in zip(self.schedulers, self._plans):
+            for entry in plan:
+                configured, current = entry
+                if current > sched.last_epoch:  # not passed yet: follow the new length
+                    entry[1] = min(max(sched.last_epoch + 1, round(configured * new_max / self._max_epochs)), max(new_max, sched.last_epoch + 1))
+            sched.milestones = Counter(entry[1] for entry in plan)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.transforms import ToDeviced
 from scipy import ndimage as ndi
 
 from duolift_bundle.data.augmentation import AugmentedDataset, drr_augmentation
@@ -126,7 +127,9 @@ def test_one_switch_in_train_yaml(prepared):
     parser.update({"bundle_root": str(ROOT), "size": SIZE, "width": 0.0625, "datalist": str(prepared), "augment": True, "augmentation#rotate_deg": 9.0})
     train = parser.get_parsed_content("train#dataset")
     assert isinstance(train, AugmentedDataset) and len(train) == 3
-    elastic = train.transform.transforms[0]
+    # the config's device (the CPU here) comes first, then the warp
+    assert isinstance(train.transform.transforms[0], ToDeviced)
+    elastic = train.transform.transforms[1]
     assert np.isclose(elastic.rand_3d_elastic.rand_affine_grid.rotate_range[0], np.deg2rad(9.0))
     handler = parser.get_parsed_content("train#handlers")[0]
     assert handler.datasets == [train]

@@ -1,0 +1,56 @@
+"""duolift_bundle.engines.handlers: TimeBudget cuts the epochs to the budget and moves the LR milestone with them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import LrScheduleHandler
+
+from duolift_bundle.engines import TimeBudget
+
+
+def _run(epoch_times, max_epochs, milestone, budget):
+    """Train a dummy engine whose epoch e takes epoch_times(e) fake seconds; return the LR of each epoch."""
+    clock = {"t": 0.0}
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[milestone], gamma=0.1)
+    engine = Engine(lambda e, b: clock.__setitem__("t", clock["t"] + epoch_times(e.state.epoch)))
+    lrs = []
+    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: lrs.append(opt.param_groups[0]["lr"]))
+    LrScheduleHandler(sched, print_lr=False).attach(engine)
+    TimeBudget(budget, [sched, None], clock=lambda: clock["t"]).attach(engine)
+    engine.run([0], max_epochs=max_epochs)
+    return lrs, clock["t"]
+
+
+@pytest.mark.parametrize(
+    "budget, expected_epochs, expected_drop",
+    [
+        (None, 20, 15),  # no budget: as configured (drop after epoch 15)
+        (1000.0, 20, 15),  # the configured run fits
+        (100.0, 10, 8),  # 10 epochs of 10 s fit: milestone 15/20 -> round(0.75 * 10) = 8
+        (35.0, 3, 2),  # 3 epochs: round(2.25) = 2
+    ],
+)
+def test_budget_cuts_epochs_and_moves_milestone(budget, expected_epochs, expected_drop):
+    lrs, _ = _run(lambda e: 10.0, max_epochs=20, milestone=15, budget=budget)
+    assert len(lrs) == expected_epochs
+    expected = [1.0] * expected_drop + [0.1] * (expected_epochs - expected_drop)
+    assert lrs == pytest.approx(expected)
+
+
+def test_slower_epochs_end_the_run_inside_the_budget():
+    # epochs take 10 s, then 30 s from epoch 4 on: the plan shrinks again and the drop still comes
+    lrs, used = _run(lambda e: 10.0 if e < 4 else 30.0, max_epochs=20, milestone=15, budget=150.0)
+    assert used <= 150.0
+    # after epoch 4 (60 s used, 30 s per epoch): 4 + 3 = 7 epochs; milestone round(0.75 * 7) = 5
+    assert len(lrs) == 7
+    assert lrs == pytest.approx([1.0] * 5 + [0.1] * 2)
+
+
+def test_rejects_other_schedulers():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(TypeError, match="MultiStepLR"):
+        TimeBudget(10.0, [torch.optim.lr_scheduler.StepLR(opt, 2)])
