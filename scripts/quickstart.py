@@ -41,7 +41,7 @@ import fire
 
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.sample import sample_dir
-from duolift_bundle.io_utils import write_json
+from duolift_bundle.io_utils import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -113,7 +113,8 @@ def main(out: str = "demo", lpips: bool = False) -> None:
             results[name] = {row["case"]: row for row in csv.DictReader(f)}
     out_dir = Path(out).resolve()
     text = table(results)
-    (out_dir / "table.md").write_text(text)
+    with atomic_path(out_dir / "table.md") as tmp:  # outputs are written whole or not at all
+        Path(tmp).write_text(text)
     write_json(out_dir / "summary.json", {"sample": str(sample_dir(SIZE)), "methods": {n: {"folder": f, "configs": BASE + c} for n, f, c, _ in METHODS}, "results": results})
     figures = []
     for case in results[METHODS[0][0]]:

@@ -14,6 +14,7 @@ one markdown table per fold and, with ``--figures``, one tri-planar figure per f
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -41,23 +42,32 @@ def _read(path: str) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
 
-def _network(views: int, weights: str, width: float):
-    """The inference config's network (inference.yaml + demo.yaml: 64^3) of ``views`` and ``width`` with ``weights``."""
+@functools.lru_cache(maxsize=None)
+def _network_def(views: int, width: float):
+    """The inference config's network (inference.yaml + demo.yaml: 64^3) of ``views`` and ``width``,
+    parsed once per architecture (each fold loads its weights into it)."""
     from monai.bundle import ConfigParser
-
-    from duolift_bundle.engines.handlers import latest_checkpoint
-    from duolift_bundle.networks import load_generator
 
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
     parser.update({"bundle_root": str(ROOT), "views": views, "width": width})
+    return parser.get_parsed_content("network_def")
+
+
+def _network(views: int, weights: str, width: float):
+    """That network with ``weights`` (a file, or a folder's newest checkpoint)."""
+    from duolift_bundle.engines.handlers import latest_checkpoint
+    from duolift_bundle.networks import load_generator
+
     path = latest_checkpoint(weights) if os.path.isdir(weights) else weights
-    return load_generator(parser.get_parsed_content("network_def"), path), path
+    return load_generator(_network_def(views, width), path), path
 
 
 def _mean(items: list[dict]) -> np.ndarray:
-    unique = {it["ct"]: it for it in items}
-    return np.mean([_read(p) for p in unique], axis=0)
+    """The voxel-wise mean of the items' CTs, each CT once (the baselines' MeanVolume)."""
+    from duolift_bundle.networks import MeanVolume
+
+    return MeanVolume.from_files(list(dict.fromkeys(it["ct"] for it in items))).mean[0].numpy()
 
 
 def main(

@@ -59,9 +59,14 @@ def _per_case(folder: str) -> dict:
         return {row["case"]: {k: round(float(v), 4) for k, v in row.items() if k != "case" and v and not k.endswith("segmenter")} for row in csv.DictReader(f)}
 
 
+def validation_curve(text: str) -> list[tuple[int, float, float]]:
+    """(epoch, val_psnr, val_ssim) of every validation in a training log (StatsHandler lines)."""
+    return [(int(e), float(p), float(s)) for e, p, s in re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+) val_ssim: ([\d.]+)", text)]
+
+
 def _training(log: str) -> dict:
     text = Path(log).read_text()
-    val = [(int(e), float(p), float(s)) for e, p, s in re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+) val_ssim: ([\d.]+)", text)]
+    val = validation_curve(text)
     best = max(val, key=lambda v: v[1])
     wall = re.search(r"wall (\d+) s", text)
     return {

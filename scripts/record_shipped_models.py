@@ -25,7 +25,7 @@ from pathlib import Path
 
 import fire
 import torch
-from record_phantom_model import _per_case  # scripts/ is on sys.path when a script runs
+from record_phantom_model import _per_case, validation_curve  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "docs" / "shipped_models.json"
@@ -99,16 +99,20 @@ def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_norma
         "mean_real_training_cts": MeanVolume.from_files(real_cts, 64),
     }
     for key, volume in means.items():
-        tmp = ROOT / (BASELINES[key] + ".tmp.nii.gz")
-        volume.save(str(tmp))
-        data = tmp.read_bytes()
-        tmp.unlink()
-        print(f"{BASELINES[key]}: {_write_once(ROOT / BASELINES[key], data, replace)[:16]}...")
+        path = ROOT / BASELINES[key]
+        # compared as volumes, not bytes: an unchanged mean keeps its file (and recorded hash)
+        if path.exists() and torch.equal(MeanVolume.from_file(str(path)).mean, volume.mean.float()):
+            print(f"{BASELINES[key]}: unchanged")
+            continue
+        if path.exists() and not replace:
+            raise FileExistsError(f"{path}: a different shipped file is there; pass --replace True to replace it")
+        volume.save(str(path))
+        print(f"{BASELINES[key]}: {_sha256(path.read_bytes())[:16]}...")
 
 
 def _curve(log: Path) -> dict:
     text = log.read_text()
-    val = [(int(e), float(p), float(s)) for e, p, s in re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+) val_ssim: ([\d.]+)", text)]
+    val = validation_curve(text)
     took = re.findall(r"DuoLiftTrainer - INFO - Engine run finished. Time taken: (\d+):(\d+):(\d+)", text)
     h, m, s = (int(v) for v in took[-1]) if took else (0, 0, 0)
     return {

@@ -18,8 +18,14 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from duolift_bundle.constants import HU_MAX, HU_MIN, unit_to_hu
+from duolift_bundle.transforms.lung_mask import body_mask
 
-__all__ = ["HU_CLASSES", "STATISTICS", "body_mask", "chest_statistics", "compare"]
+__all__ = ["HU_CLASSES", "STATISTICS", "TRUNK", "chest_statistics", "compare"]
+
+#: :func:`~duolift_bundle.transforms.lung_mask.body_mask` settings of the body statistics: the
+#: largest component above -500 HU only (the trunk; arms and the table do not widen the body), no
+#: opening, holes (lungs, airways) filled slice by slice
+TRUNK: dict = {"opening_radius": 0, "keep_fraction": 1.0}
 
 #: HU ranges of the tissue classes (lower bound inclusive, upper exclusive)
 HU_CLASSES: dict[str, tuple[float, float]] = {
@@ -62,16 +68,6 @@ STATISTICS: dict[str, tuple[str, str]] = {
 }
 
 
-def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
-    """The body: the largest connected component above ``threshold`` HU, holes (lungs, airways)
-    filled slice by slice. ``hu`` ``(D, H, W)`` -> bool ``(D, H, W)``."""
-    labels, n = ndi.label(hu > threshold)
-    if n == 0:
-        return np.zeros(hu.shape, dtype=bool)
-    body = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
-    return np.stack([ndi.binary_fill_holes(s) for s in body])
-
-
 def _extent(mask_1d: np.ndarray) -> int:
     idx = np.flatnonzero(mask_1d)
     return int(idx[-1] - idx[0] + 1) if idx.size else 0
@@ -99,7 +95,7 @@ def chest_statistics(
     size = ct.shape[0]
     fov = size * voxel_mm
     centre = (np.asarray(ct.shape) - 1) / 2.0
-    body = body_mask(hu)
+    body = body_mask(hu, **TRUNK)
     s: dict[str, float] = {}
     rows = np.flatnonzero(body.any(axis=(1, 2)))
     widths = [_extent(body[z].any(axis=0)) for z in rows]

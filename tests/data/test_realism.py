@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from duolift_bundle.constants import hu_to_unit
-from duolift_bundle.data.realism import STATISTICS, body_mask, chest_statistics, compare
+from duolift_bundle.data.realism import STATISTICS, TRUNK, chest_statistics, compare
+from duolift_bundle.transforms.lung_mask import body_mask
 
 VOX = 5.0  # mm; a 64^3 grid covers 320 mm
 
@@ -50,9 +51,9 @@ def test_box_chest_statistics_match_their_construction():
     assert s["lateral_fwhm"] == pytest.approx(0.5) and s["lateral_peak"] == pytest.approx(16 / 63)
 
 
-def test_body_mask_fills_the_lungs_and_drops_the_table():
+def test_trunk_body_mask_fills_the_lungs_and_drops_the_table():
     hu, lung, _ = _box_chest()
-    body = body_mask(hu)
+    body = body_mask(hu, **TRUNK)
     assert body[lung > 0].all()
     assert not body[40:42, 60:62].any()
 
