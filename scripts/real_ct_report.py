@@ -10,6 +10,14 @@ reconstructed and scored: PSNR / SSIM in 2D and 3D (duolift_bundle.metrics.image
 ``evaluate.yaml``). Baselines in the same table: the mean of the other real CTs and the mean of the
 fold's training CTs (``--fold_datalist``: real + phantoms, each CT once). Writes OUT (JSON), prints
 one markdown table per fold and, with ``--figures``, one tri-planar figure per fold.
+
+Bone columns: ``bone_hu`` is the mean HU of each volume over the held-out CT's bone voxels (target
+>= ``--bone_hu``, 300 HU by default: the vertebrae, ribs, sternum and scapulae at 64^3);
+``bone_contrast_hu`` is that mean minus the volume's mean over the soft tissue beside the bone
+(target -200..200 HU, within 3 voxels = 15 mm of it along every axis). The target's own values are the reference:
+a model that puts the spine and ribs where they are comes close to both; one that paints soft
+tissue there has a contrast near 0, and one that only brightens the region has a raised mean and
+still no contrast.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
+import scipy.ndimage as ndi
 import torch
 
+from duolift_bundle.constants import hu_to_unit, unit_to_hu
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
 from duolift_bundle.io_utils import write_json
@@ -70,19 +80,33 @@ def _mean(items: list[dict]) -> np.ndarray:
     return MeanVolume.from_files(list(dict.fromkeys(it["ct"] for it in items))).mean[0].numpy()
 
 
+def _bone_regions(target: np.ndarray, bone_hu: float) -> tuple[np.ndarray, np.ndarray]:
+    """The target's bone voxels (>= ``bone_hu``) and the soft tissue within 3 voxels of them."""
+    bone = target >= hu_to_unit(bone_hu)
+    hu = unit_to_hu(target)
+    beside = ndi.binary_dilation(bone, np.ones((3, 3, 3), bool), iterations=3) & ~bone & (hu >= -200) & (hu <= 200)
+    return bone, beside
+
+
+def _bone_columns(volume: np.ndarray, bone: np.ndarray, beside: np.ndarray) -> dict[str, float]:
+    hu = unit_to_hu(np.clip(volume, 0, 1))
+    return {"bone_hu": round(float(hu[bone].mean()), 1), "bone_contrast_hu": round(float(hu[bone].mean() - hu[beside].mean()), 1)}
+
+
 def main(
     real: str = "data/real64/datalist.json",
     fold_datalist: str = "data/real64_{case}_n256/datalist.json",
     models: dict | None = None,
     out: str = "docs/real_ct_loo.json",
     figures: str | None = None,
+    bone_hu: float = 300.0,
 ) -> None:
     """Score every fold (see the module docstring); write OUT and print the tables."""
     from duolift_bundle.viz import comparison_figure
 
     models = models or DEFAULT_MODELS
     cases = [it for split in SPLITS for it in load_datalist(real, split)]
-    report: dict = {"real": real, "models": {k: list(v) for k, v in models.items()}, "folds": {}}
+    report: dict = {"real": real, "models": {k: list(v) for k, v in models.items()}, "bone_hu_threshold": bone_hu, "folds": {}}
     for held in cases:
         short = held["case"].split("_")[-1]
         target = _read(held["ct"])
@@ -98,11 +122,16 @@ def main(
             with torch.no_grad():
                 preds[name] = net(xray[:, : int(views)])[0, 0].numpy()
             sources[name] = os.path.relpath(path, ROOT) if os.path.isabs(path) else path
+        bone, beside = _bone_regions(target, bone_hu)
         rows = {name: {m: round(float(fn(np.clip(p, 0, 1), target)), 4) for m, fn in METRICS.items()} for name, p in preds.items()}
-        report["folds"][short] = {"case": held["case"], "rows": rows, "weights": sources}
-        print(f"\n### held out: {short}\n\n| method | PSNR(2D) | PSNR(3D) | SSIM(2D) | SSIM(3D) |\n|---|---|---|---|---|")
+        for name, p in preds.items():
+            rows[name].update(_bone_columns(p, bone, beside))
+        ref = _bone_columns(target, bone, beside)
+        report["folds"][short] = {"case": held["case"], "rows": rows, "weights": sources, "target": ref}
+        print(f"\n### held out: {short} (bone: {int(bone.sum())} voxels >= {bone_hu:g} HU; target: bone {ref['bone_hu']:.0f} HU, contrast {ref['bone_contrast_hu']:.0f} HU)")
+        print("\n| method | PSNR(2D) | PSNR(3D) | SSIM(2D) | SSIM(3D) | bone (HU) | bone contrast (HU) |\n|---|---|---|---|---|---|---|")
         for name, r in rows.items():
-            print(f"| {name} | {r['psnr_2d']:.2f} | {r['psnr_3d']:.2f} | {r['ssim_2d']:.3f} | {r['ssim_3d']:.3f} |")
+            print(f"| {name} | {r['psnr_2d']:.2f} | {r['psnr_3d']:.2f} | {r['ssim_2d']:.3f} | {r['ssim_3d']:.3f} | {r['bone_hu']:.0f} | {r['bone_contrast_hu']:.0f} |")
         if figures:
             shown = {k: preds[k] for k in (*models, "mean of the other real CTs") if k in preds}
             comparison_figure(target, shown, Path(figures) / f"loo_{short}.png", title=f"{short} held out (leave-one-out)")

@@ -9,7 +9,8 @@
 # below and each held-out real case. Each run gets TIME_BUDGET seconds of training
 # (--time_budget_s: the epochs that fit, with the learning-rate drop moved to the same fraction).
 # Environment: PYTHON (python), N_PHANTOMS (256), REAL_REPEATS (16), WORKERS (phantom workers, 8),
-# CASES, RECIPES.
+# CASES, RECIPES, INIT (for the stage-3 recipes: a folder of each fold's stage-2 weights,
+# dv_<case>.pt).
 set -euo pipefail
 
 OUT=${1:-runs/folds}
@@ -22,12 +23,14 @@ RECIPES=${RECIPES:-"dv125 dv250 sv250"}
 REAL_REPEATS=${REAL_REPEATS:-16}
 PHANTOMS=data/phantoms64_n${N_PHANTOMS}
 
-# the recipes: configs/train.yaml + configs/train_real.yaml + these overrides
+# the recipes (RECIPE CASE): configs/train.yaml + configs/train_real.yaml + these overrides
 recipe_args() {
     case $1 in
         dv125) echo "--views 2 --width 0.125 --init_ckpt models/phantom_cnn.pt --init_strict false" ;;
         dv250) echo "--views 2 --width 0.25 --init_ckpt \$None" ;;
         sv250) echo "--views 1 --width 0.25 --init_ckpt \$None" ;;
+        # stage 3: dv125 after its stage 2, with the bone terms (losses.bone_terms) at weight N
+        dv125bone*) echo "--views 2 --width 0.125 --init_ckpt ${INIT:?INIT: the stage-2 weights folder}/dv_$2.pt --init_strict true --bone_weight ${1#dv125bone}" ;;
         *) echo "unknown recipe $1" >&2; exit 2 ;;
     esac
 }
@@ -51,7 +54,7 @@ for recipe in $RECIPES; do
             --config_file "['configs/train.yaml','configs/train_real.yaml']" \
             --dataset_dir "data/real64_${case}_n${N_PHANTOMS}" --output_dir "$run" \
             --max_epochs 300 --lr_milestone 240 --time_budget_s "$TIME_BUDGET" \
-            $(recipe_args "$recipe") > "$run/log" 2>&1 &
+            $(recipe_args "$recipe" "$case") > "$run/log" 2>&1 &
         pids+=($!)
     done
 done

@@ -6,8 +6,14 @@ import os
 import random
 from pathlib import Path
 
-import numpy as np
-import pytest
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    # pytest -n N (pyproject's addopts): each worker, and every run it starts, gets its share of
+    # the cores; N workers with a thread per core each would oversubscribe them (set before torch
+    # is imported, which reads it once)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CT = Path(os.environ.get("DUOLIFT_TEST_CT", ROOT.parent / "shared" / "data" / "chest-ct-dicom" / "normal001"))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from duolift_bundle.losses import DuoLiftDiscriminatorLoss, DuoLiftGeneratorLoss, adversarial_loss, reconstruction_terms
+from duolift_bundle.losses import DuoLiftDiscriminatorLoss, DuoLiftGeneratorLoss, adversarial_loss, bone_terms, reconstruction_terms
 
 
 def tiny_case():
@@ -63,6 +63,27 @@ def test_deep_supervision_term():
     assert out["loss"].item() == pytest.approx(recon + 0.5 * recon / 2)
     off = DuoLiftGeneratorLoss(masked=False, deep_supervision_weight=0.0)(pred, target, aux=aux)
     assert "deep_supervision" not in off
+
+
+@pytest.mark.parametrize("bone_hu, bone", [(150.0, [0, 0, 1, 1]), (500.0, [0, 0, 0, 1]), (2000.0, [0, 0, 0, 0])])
+def test_bone_terms_mask_the_target_from_bone_hu(bone_hu, bone):
+    """Bone terms: Eq. 3-4 with the mask [target >= bone_hu] (on the HU window 0..2500 of
+    HU + 1024), by hand; in the total with weight alpha * bone_weight, and absent at weight 0."""
+    hu = torch.tensor([-1000.0, 100.0, 200.0, 700.0])
+    target = ((hu + 1024) / 2500).reshape(1, 1, 1, 2, 2)
+    pred = target + torch.tensor([0.1, -0.2, 0.3, -0.4]).reshape(1, 1, 1, 2, 2)
+    diff = [0.1, -0.2, 0.3, -0.4]
+    mse = sum(b * d * d for b, d in zip(bone, diff)) / 4
+    l1 = sum(b * abs(d) for b, d in zip(bone, diff)) / 4
+    t = bone_terms(pred, target, bone_hu)
+    assert t["bone_mse"].item() == pytest.approx(mse, abs=1e-7)
+    assert t["bone_l1"].item() == pytest.approx(l1, abs=1e-7)
+    recon = sum(d * d for d in diff) / 4 + sum(abs(d) for d in diff) / 4
+    out = DuoLiftGeneratorLoss(alpha=2.0, masked=False, bone_weight=5.0, bone_hu=bone_hu)(pred, target)
+    assert out["loss"].item() == pytest.approx(2.0 * (recon + 5.0 * (mse + l1)), rel=1e-5)
+    assert "bone_mse" not in DuoLiftGeneratorLoss(masked=False)(pred, target)
+    with pytest.raises(ValueError, match="bone_weight=-1"):
+        DuoLiftGeneratorLoss(bone_weight=-1.0)
 
 
 def test_discriminator_loss_eq8():

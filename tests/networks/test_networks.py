@@ -282,8 +282,9 @@ def test_x2ct_baseline_paper_size_on_meta():
 
 @pytest.mark.slow
 def test_small_generator_overfits_one_phantom():
-    """The network can learn: a reduced-width DuoLift generator (32^3) fits one phantom case to
-    PSNR > 30 dB from its two DRRs (about 400 Adam steps, ~2 min on 2 CPU cores)."""
+    """The network can learn: a reduced-width DuoLift generator (32^3) fits one phantom case from
+    its two DRRs to PSNR > 22 dB, 7.6 dB above the best constant volume (its mean: 14.4 dB); about
+    80 Adam steps at lr 1e-2, ~40 s on 2 CPU cores (30 dB takes ~400 steps at 3e-3: minutes)."""
     from duolift_bundle.constants import hu_to_unit
     from duolift_bundle.data.phantoms import make_phantom
     from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector
@@ -292,24 +293,25 @@ def test_small_generator_overfits_one_phantom():
     n = 32
     ct = torch.from_numpy(hu_to_unit(make_phantom(seed=3, size=n).hu)).clamp(0, 1)[None, None].float()
     xray = DRRProjector(DRRGeometry(output_size=n), spacing=320.0 / n)(ct)
+    constant = float(10 * torch.log10(1.0 / (ct - ct.mean()).square().mean()))
     # batch of two copies: at this tiny size PyTorch only takes the oneDNN convolution path for
     # batch > 1 (3x faster per step than its batch-1 fallback here)
     ct, xray = ct.repeat(2, 1, 1, 1, 1), xray.repeat(2, 1, 1, 1)
     net = DuoLiftGenerator(image_size=n, volume_size=n, width=0.125, dropout=0.0, encoder_blocks=(1, 1, 1, 1))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     psnr = 0.0
-    for _ in range(700):
+    for _ in range(300):
         loss = torch.nn.functional.mse_loss(net(xray), ct)
         opt.zero_grad()
         loss.backward()
         opt.step()
         psnr = float(10 * torch.log10(1.0 / loss.detach()))
-        if psnr > 31.0:
+        if psnr > 23.0:
             break
     net.eval()
     with torch.no_grad():
         final = float(10 * torch.log10(1.0 / torch.nn.functional.mse_loss(net(xray), ct)))
-    assert final > 30.0, (psnr, final)
+    assert final > 22.0 and final > constant + 6.0, (constant, psnr, final)
 
 
 @pytest.mark.parametrize("grad", [False, True])

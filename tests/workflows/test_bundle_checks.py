@@ -261,6 +261,30 @@ def test_leave_one_out_record_has_every_fold_and_its_baselines():
         assert {"DuoLift-CNN double view", "DuoLift-CNN single view", "phantom-only model (before)", "mean of the other real CTs"} <= set(fold["rows"])
 
 
+def test_leave_one_out_bone_columns_by_hand():
+    """real_ct_report's bone columns on a soft-tissue cube (0 HU) holding a 700 HU block: the
+    target scores itself 700 / 700 HU, a volume of soft tissue 0 / 0, one brightened by 300 HU
+    everywhere 300 / 0 (a raised mean without contrast); soft tissue beyond 3 voxels and air are
+    not "beside" the bone."""
+    import importlib.util
+
+    from duolift_bundle.constants import hu_to_unit
+
+    spec = importlib.util.spec_from_file_location("real_ct_report", ROOT / "scripts" / "real_ct_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    hu = np.full((16, 16, 16), -1000.0)
+    hu[2:14, 2:14, 2:14] = 0.0
+    hu[7:9, 7:9, 7:9] = 700.0
+    target = hu_to_unit(hu).astype(np.float32)
+    bone, beside = report._bone_regions(target, 300.0)
+    assert bone.sum() == 8 and beside.sum() == 8**3 - 8  # the 3-voxel neighbourhood: an 8^3 cube
+    cases = {"target": (target, 700.0, 700.0), "soft": (hu_to_unit(np.zeros_like(hu)), 0.0, 0.0), "bright": (hu_to_unit(hu * 0 + 300.0), 300.0, 0.0)}
+    for name, (volume, mean, contrast) in cases.items():
+        got = report._bone_columns(volume, bone, beside)
+        assert got == {"bone_hu": pytest.approx(mean, abs=0.2), "bone_contrast_hu": pytest.approx(contrast, abs=0.2)}, name
+
+
 def _frontal_png(case: str, folder: Path) -> None:
     """The sample case's frontal DRR as an 8-bit PNG radiograph file (the only file of the case)."""
     from PIL import Image
