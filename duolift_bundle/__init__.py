@@ -15,6 +15,8 @@ The package holds everything the bundle configs reference by ``_target_``:
 - :mod:`duolift_bundle.metrics` -- PSNR, SSIM, LPIPS, MAE, anatomical DICE, the offline-first
   resolver of their pretrained weights (:mod:`duolift_bundle.metrics.weights`)
 - :mod:`duolift_bundle.viz` -- figures
+- :mod:`duolift_bundle.shipped` -- the shipped files' recorded hashes, and the guard against
+  overwriting them
 
 Axis convention (the one convention of the whole bundle, see ``docs/README.md``): a CT volume is
 ``(C, D, H, W)`` with D running superior -> inferior, H anterior -> posterior and W patient right

@@ -17,4 +17,5 @@ import fire
 from duolift_bundle.data.prepare import main
 
 if __name__ == "__main__":
-    sys.exit(fire.Fire(main))
+    # the exit code (0, or 1 when a case failed) is the status, not output: fire would print it
+    sys.exit(fire.Fire(main, serialize=lambda code: None))

@@ -29,6 +29,7 @@ from duolift_bundle.io_utils import atomic_path
 __all__ = [
     "BestModelSaver",
     "FinalModelSaver",
+    "log_run_weights",
     "EpochSeedHandler",
     "TimeBudget",
     "latest_checkpoint",
@@ -130,6 +131,13 @@ class BestModelSaver:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = state["best"]
         self.best_epoch = state["best_epoch"]
+
+
+def log_run_weights(filepath: str) -> None:
+    """The last line of a training run: where its generator is and how inference takes it (the
+    run's weights stay in its own folder; ``models/`` holds the shipped ones)."""
+    if is_main_process():
+        logger.info("this run's generator: %s (inference: --ckpt_path %s)", filepath, filepath)
 
 
 class FinalModelSaver:

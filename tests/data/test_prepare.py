@@ -129,6 +129,7 @@ def test_prepare_cli_on_real_ct(real_ct_dir, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "prepared 1, already done 0, failed 0" in res.stdout
+    assert res.stdout.strip().splitlines()[-1] != "0"  # the exit status is not printed as output
     case = out / "normal001"
     ct = nib.load(case / "ct.nii.gz")
     assert ct.shape == (128, 128, 128)

@@ -22,6 +22,7 @@ from conftest import ROOT, make_small_prepared
 from duolift_bundle.engines import DuoLiftTrainer, NonFiniteLossError
 from duolift_bundle.losses import DuoLiftGeneratorLoss
 from duolift_bundle.networks import DuoLiftGenerator, WithAuxiliaryOutputs
+from duolift_bundle.shipped import file_sha256
 
 SMALL = ["--width", "0.0625"]
 GAN = ["configs/train.yaml"]
@@ -33,8 +34,9 @@ def config_arg(files: list[str]) -> str:
 
 
 def run_training(configs: list[str], data: Path, out: Path, *extra: str, size: str = "32", timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run training`` with the default ``ckpt_dir`` (``<out>/models``)."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg(configs), "--dataset_dir",
-           str(data), "--output_dir", str(out), "--ckpt_dir", str(out / "models"), "--size", size, *SMALL, *extra]  # fmt: skip
+           str(data), "--output_dir", str(out), "--size", size, *SMALL, *extra]  # fmt: skip
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -60,12 +62,16 @@ def load_checkpoint(path: Path) -> dict:
 )
 def test_training_configs_end_to_end(phantoms32, tmp_path, name, configs, views, gan):
     out = tmp_path / name
+    shipped = {p: file_sha256(p) for p in sorted((ROOT / "models").glob("*.pt"))}
     result = run_training(configs, phantoms32, out, "--max_epochs", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     log = result.stderr + result.stdout
     assert "g_loss" in log and ("d_loss" in log) == gan
     assert "val_psnr" in log and "val_ssim" in log
-    # models/model.pt: G alone, loadable into the generator the config describes
+    # the run's weights are the run's: under its output folder, the bundle's models/ untouched
+    assert {p: file_sha256(p) for p in sorted((ROOT / "models").glob("*.pt"))} == shipped
+    assert f"this run's generator: {out / 'models' / 'model.pt'}" in log.strip().splitlines()[-1]
+    # <output_dir>/models/model.pt: G alone, loadable into the generator the config describes
     state = torch.load(out / "models" / "model.pt", map_location="cpu")
     net = DuoLiftGenerator(views=views, image_size=32, volume_size=32, width=0.0625)
     net.load_state_dict(state)
@@ -176,6 +182,26 @@ def test_bad_config_fails_before_training(phantoms32, tmp_path, extra, size, mes
     assert message in result.stderr, result.stderr[-3000:]
     assert "Iter: 1/" not in result.stderr  # failed before the first iteration
     assert not (tmp_path / "bad" / "models" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_shipped_weights_are_never_overwritten_by_accident(phantoms32, tmp_path, replace):
+    """A --ckpt_dir holding a copy of a shipped model (its hash is recorded in docs/) stops the
+    run before the first iteration, naming the file and the flag; --replace_shipped True trains
+    and overwrites it."""
+    ckpt_dir = tmp_path / "models"
+    ckpt_dir.mkdir()
+    target = ckpt_dir / "model.pt"
+    target.write_bytes((ROOT / "models" / "phantom_cnn.pt").read_bytes())
+    result = run_training(CNN, phantoms32, tmp_path / "out", "--max_epochs", "1", "--ckpt_dir", str(ckpt_dir), "--replace_shipped", str(replace))
+    if replace:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert file_sha256(target) != file_sha256(ROOT / "models" / "phantom_cnn.pt")
+    else:
+        assert result.returncode != 0
+        assert f"{target}: this is a shipped file" in result.stderr and "--replace_shipped True" in result.stderr
+        assert "Iter: 1/" not in result.stderr
+        assert file_sha256(target) == file_sha256(ROOT / "models" / "phantom_cnn.pt")
 
 
 def test_missing_case_file_names_the_file(phantoms32, tmp_path):

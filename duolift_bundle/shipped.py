@@ -1,0 +1,75 @@
+"""The shipped files: weights and baselines whose sha256 the bundle records, and the guard that
+keeps a workflow from writing over them.
+
+The records are ``docs/shipped_models.json`` (``models.*`` and ``baselines.*``: ``file``,
+``sha256``) and ``docs/phantom_model.json`` (``file``, ``sha256``) under the bundle root. A file
+counts as shipped when its *content* hashes to a recorded value, wherever it lies: a copy of
+``models/model.pt`` is as precious as the original, and a run's own ``model.pt`` is not shipped
+even under ``models/``.
+
+Training writes a run's weights under its ``output_dir`` (``train.yaml``: ``ckpt_dir``), so a
+default run never comes near ``models/``; a ``--ckpt_dir`` pointing at a shipped file is refused
+before the first iteration (:func:`refuse_shipped`) unless ``--replace_shipped True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["RECORDS", "ShippedFileError", "file_sha256", "recorded_hashes", "refuse_shipped"]
+
+#: the bundle's records of shipped files, relative to the bundle root
+RECORDS = ("docs/shipped_models.json", "docs/phantom_model.json")
+
+
+class ShippedFileError(FileExistsError):
+    """A workflow would write over a shipped file (its hash is recorded in the bundle)."""
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def recorded_hashes(bundle_root: str | os.PathLike) -> dict[str, str]:
+    """``{sha256: "<record file>: <shipped file>"}`` of every file the bundle's records list."""
+    from duolift_bundle.io_utils import read_json
+
+    found: dict[str, str] = {}
+    for record in RECORDS:
+        path = Path(bundle_root) / record
+        if not path.is_file():
+            continue
+        doc = read_json(path)
+        entries = [doc] if "sha256" in doc else [*doc.get("models", {}).values(), *doc.get("baselines", {}).values()]
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("sha256"):
+                found[entry["sha256"]] = f"{record}: {entry.get('file', '?')}"
+    return found
+
+
+def refuse_shipped(path: str | os.PathLike, bundle_root: str | os.PathLike, replace: bool = False) -> bool:
+    """Raise :class:`ShippedFileError` if ``path`` holds a shipped file and ``replace`` is False.
+
+    Returns True when ``path`` is free to write (absent, or not a shipped file), False when it is
+    a shipped file that ``replace=True`` allows to be overwritten."""
+    if not os.path.isfile(path):
+        return True
+    shipped = recorded_hashes(bundle_root).get(file_sha256(path))
+    if shipped is None:
+        return True
+    if replace:
+        return False
+    raise ShippedFileError(
+        f"{path}: this is a shipped file (sha256 recorded in {shipped}); a training run writes its "
+        "weights under its --output_dir (the default --ckpt_dir), and will not overwrite shipped "
+        "weights. To replace them on purpose, pass --replace_shipped True, or copy the run's "
+        "<output_dir>/models/model.pt over it and re-record the hashes "
+        "(scripts/record_shipped_models.py)"
+    )
