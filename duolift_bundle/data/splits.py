@@ -5,19 +5,26 @@
   out 100 for validation (816 / 100). The paper does not list those 100: we take the
   ``round(n * 100 / 916)`` cases with the smallest seeded hash, i.e. exactly 100 on the full set.
 - ``"seeded"``: any other data. Each case goes to a split by a seeded hash of its id, so a case
-  keeps its split when more cases are prepared later (no leakage across re-runs).
+  keeps its split when more cases are prepared later (no leakage across re-runs). A small set
+  where no hash falls in the validation band (8 or 12 phantoms at 10 %) would leave training
+  without validation: then the training case whose hash lies nearest the band moves to
+  validation, with a warning naming it. It moves back to training once a later, larger set has a
+  validation case of its own; test cases never move.
 - ``"auto"``: ``"x2ct"`` when every case id carries a LIDC-IDRI patient id, else ``"seeded"``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import resources
 
 __all__ = ["SPLITS", "lidc_patient_id", "x2ct_test_patients", "assign_splits"]
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("training", "validation", "test")
 _LIDC = re.compile(r"LIDC-IDRI-\d{4}")
@@ -69,4 +76,13 @@ def assign_splits(
     for c in ids:
         h = _unit_hash(c, seed)
         out[c] = "training" if h < f_train else ("validation" if h < f_train + f_val else "test")
+    training = [c for c in ids if out[c] == "training"]
+    if f_val > 0 and "validation" not in out.values() and len(training) >= 2:
+        moved = max(training, key=lambda c: _unit_hash(c, seed))  # the nearest to the validation band
+        out[moved] = "validation"
+        logger.warning(
+            "%d case(s), none in the validation split by its seeded hash (fraction %g): moved %s from "
+            "training to validation so that training validates (a larger set gets its own validation cases)",
+            len(ids), f_val, moved,
+        )
     return out

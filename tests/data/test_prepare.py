@@ -83,6 +83,25 @@ def test_seeded_split_is_stable_when_cases_are_added():
         assign_splits(["a"], fractions=(0.5, 0.5, 0.5))
 
 
+@pytest.mark.parametrize("n", [2, 4, 8, 12])
+def test_small_seeded_set_gets_one_validation_case(n, caplog):
+    """8 or 12 phantoms put no hash in the 10 % validation band: the training case nearest to it
+    (the largest hash below 0.8, computed here with hashlib) validates instead, with a warning;
+    the other cases keep their hashed splits."""
+    import hashlib
+
+    ids = [f"phantom_{i:04d}" for i in range(n)]
+    unit = {c: int(hashlib.sha256(f"0:{c}".encode()).hexdigest()[:12], 16) / 16**12 for c in ids}
+    hashed = {c: "training" if h < 0.8 else ("validation" if h < 0.9 else "test") for c, h in unit.items()}
+    assert "validation" not in hashed.values()  # the case this test is about
+    with caplog.at_level("WARNING", logger="duolift_bundle.data.splits"):
+        splits = assign_splits(ids, seed=0)
+    nearest = max((c for c in ids if hashed[c] == "training"), key=unit.get)
+    assert splits == {**hashed, nearest: "validation"}
+    assert f"moved {nearest} from training to validation" in caplog.text
+    assert assign_splits(ids[:1], seed=0) == {ids[0]: hashed[ids[0]]}  # one case: nothing to move
+
+
 def test_lidc_tree_discovery_skips_radiographs(tmp_path):
     from conftest import write_dicom_series
 
