@@ -42,6 +42,18 @@ __all__ = [
 ]
 
 
+def _difference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {list(pred.shape)} differs from target shape {list(target.shape)}")
+    return pred - target
+
+
+def _mse_l1(diff: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    """``{name}_mse`` and ``{name}_l1``: the mean over |Omega| of ``diff^2`` and ``|diff|`` (Eq. 1-2;
+    Eq. 3-4 when ``diff`` is masked)."""
+    return {f"{name}_mse": diff.square().mean(), f"{name}_l1": diff.abs().mean()}
+
+
 def reconstruction_terms(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """Eq. 1-4: ``recon_mse``, ``recon_l1`` and, with a mask, ``inside_mse``, ``inside_l1``.
 
@@ -52,16 +64,12 @@ def reconstruction_terms(pred: torch.Tensor, target: torch.Tensor, mask: Optiona
     Returns:
         Scalar tensors; every term is averaged over all voxels of the batch (|Omega|).
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {list(pred.shape)} differs from target shape {list(target.shape)}")
-    diff = pred - target
-    terms = {"recon_mse": diff.square().mean(), "recon_l1": diff.abs().mean()}
+    diff = _difference(pred, target)
+    terms = _mse_l1(diff, "recon")
     if mask is not None:
         if mask.shape != pred.shape:
             raise ValueError(f"lung mask shape {list(mask.shape)} differs from volume shape {list(pred.shape)}")
-        masked = diff * mask.to(diff.dtype)  # M*I - M*I_hat
-        terms["inside_mse"] = masked.square().mean()
-        terms["inside_l1"] = masked.abs().mean()
+        terms.update(_mse_l1(diff * mask.to(diff.dtype), "inside"))  # M*I - M*I_hat
     return terms
 
 
@@ -75,10 +83,7 @@ def bone_terms(pred: torch.Tensor, target: torch.Tensor, bone_hu: float = 150.0)
     Returns:
         ``sum over Omega of (B*I - B*I_hat)^2 / |Omega|`` and the same with ``|.|``, scalar tensors.
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {list(pred.shape)} differs from target shape {list(target.shape)}")
-    masked = (pred - target) * (target >= hu_to_unit(bone_hu)).to(pred.dtype)
-    return {"bone_mse": masked.square().mean(), "bone_l1": masked.abs().mean()}
+    return _mse_l1(_difference(pred, target) * (target >= hu_to_unit(bone_hu)).to(pred.dtype), "bone")
 
 
 def adversarial_loss(logits: torch.Tensor, real: bool, mode: str = "bce") -> torch.Tensor:

@@ -18,6 +18,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from duolift_bundle.io_utils import read_json
+
 __all__ = ["RECORDS", "ShippedFileError", "file_sha256", "recorded_hashes", "refuse_shipped"]
 
 #: the bundle's records of shipped files, relative to the bundle root
@@ -39,8 +41,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def recorded_hashes(bundle_root: str | os.PathLike) -> dict[str, str]:
     """``{sha256: "<record file>: <shipped file>"}`` of every file the bundle's records list."""
-    from duolift_bundle.io_utils import read_json
-
     found: dict[str, str] = {}
     for record in RECORDS:
         path = Path(bundle_root) / record

@@ -15,13 +15,14 @@ outputs of its training and evaluation runs (the model card's numbers come from 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import sys
 from pathlib import Path
 
 import fire
+
+from duolift_bundle.shipped import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +100,7 @@ def main(
     settings, command = recipe()
     record = {
         "model": "DuoLift-CNN, double view, 64^3, width 0.125 (configs/demo.yaml)",
-        "sha256": hashlib.sha256(Path(model).read_bytes()).hexdigest(),
+        "sha256": file_sha256(model),
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "bytes": Path(model).stat().st_size,
         "training": {

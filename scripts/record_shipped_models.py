@@ -17,7 +17,6 @@ sample metrics; ``tests/workflows/test_bundle_checks.py`` checks the files again
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 import fire
 import torch
 from record_phantom_model import _per_case, validation_curve  # scripts/ is on sys.path when a script runs
+
+from duolift_bundle.shipped import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "docs" / "shipped_models.json"
@@ -61,10 +62,6 @@ HARDWARE = (
 )
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _write_once(path: Path, data: bytes, replace: bool) -> str:
     from duolift_bundle.io_utils import atomic_path
 
@@ -73,7 +70,7 @@ def _write_once(path: Path, data: bytes, replace: bool) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
-    return _sha256(data)
+    return file_sha256(path)
 
 
 def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_normal001_n256/datalist.json", real: str = "data/real64/datalist.json", holdout: str = "normal001", replace: bool = False) -> None:
@@ -107,7 +104,7 @@ def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_norma
         if path.exists() and not replace:
             raise FileExistsError(f"{path}: a different shipped file is there; pass --replace True to replace it")
         volume.save(str(path))
-        print(f"{BASELINES[key]}: {_sha256(path.read_bytes())[:16]}...")
+        print(f"{BASELINES[key]}: {file_sha256(path)[:16]}...")
 
 
 def _curve(log: Path) -> dict:
@@ -149,7 +146,7 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
             stages = {"stage_1": _curve(Path(run) / "stage1.log")}
         doc["models"][key] = {
             "file": FILES[key],
-            "sha256": _sha256(path.read_bytes()),
+            "sha256": file_sha256(path),
             "parameters": int(sum(p.numel() for p in net.parameters())),
             "bytes": path.stat().st_size,
             "inference_configs": INFER_CONFIGS[key],
@@ -165,8 +162,8 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
             "sample": _per_case(Path(sample) / key),
         }
     for key, file in BASELINES.items():
-        doc["baselines"][key] = {"file": file, "sha256": _sha256((ROOT / file).read_bytes()), "sample": _per_case(Path(sample) / key)}
-    doc["baselines"]["phantom_only"] = {"file": "models/phantom_cnn.pt", "sha256": _sha256((ROOT / "models/phantom_cnn.pt").read_bytes()), "sample": _per_case(Path(sample) / "phantom_only")}
+        doc["baselines"][key] = {"file": file, "sha256": file_sha256(ROOT / file), "sample": _per_case(Path(sample) / key)}
+    doc["baselines"]["phantom_only"] = {"file": "models/phantom_cnn.pt", "sha256": file_sha256(ROOT / "models/phantom_cnn.pt"), "sample": _per_case(Path(sample) / "phantom_only")}
     doc["leave_one_out"] = read_json(ROOT / loo)["folds"]
     write_json(out, doc)
     print(f"wrote {out}")

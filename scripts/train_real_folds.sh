@@ -9,7 +9,7 @@
 # below and each held-out real case. Each run gets TIME_BUDGET seconds of training
 # (--time_budget_s: the epochs that fit, with the learning-rate drop moved to the same fraction).
 # Environment: PYTHON (python), N_PHANTOMS (256), REAL_REPEATS (16), WORKERS (phantom workers, 8),
-# CASES, RECIPES, INIT (for the stage-3 recipes: a folder of each fold's stage-2 weights,
+# CASES, RECIPES (empty: prepare the data only), INIT (for the stage-3 recipes: a folder of each fold's stage-2 weights,
 # dv_<case>.pt).
 set -euo pipefail
 
@@ -19,7 +19,7 @@ PY=${PYTHON:-python}
 N_PHANTOMS=${N_PHANTOMS:-256}
 WORKERS=${WORKERS:-8}
 CASES=${CASES:-"normal001 P002 cap002"}
-RECIPES=${RECIPES:-"dv125 dv250 sv250"}
+RECIPES=${RECIPES-"dv125 dv250 sv250"}  # RECIPES="" prepares the data only
 REAL_REPEATS=${REAL_REPEATS:-16}
 PHANTOMS=data/phantoms64_n${N_PHANTOMS}
 

@@ -72,13 +72,11 @@ def assign_splits(
     f_train, f_val, f_test = (float(f) for f in fractions)
     if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {tuple(fractions)}")
-    out = {}
-    for c in ids:
-        h = _unit_hash(c, seed)
-        out[c] = "training" if h < f_train else ("validation" if h < f_train + f_val else "test")
+    unit = {c: _unit_hash(c, seed) for c in ids}
+    out = {c: "training" if h < f_train else ("validation" if h < f_train + f_val else "test") for c, h in unit.items()}
     training = [c for c in ids if out[c] == "training"]
     if f_val > 0 and "validation" not in out.values() and len(training) >= 2:
-        moved = max(training, key=lambda c: _unit_hash(c, seed))  # the nearest to the validation band
+        moved = max(training, key=unit.get)  # the nearest to the validation band
         out[moved] = "validation"
         logger.warning(
             "%d case(s), none in the validation split by its seeded hash (fraction %g): moved %s from "

@@ -30,7 +30,6 @@ from monai.metrics import CumulativeIterationMetric
 
 __all__ = [
     "X2CT_PSNR_OFFSET_DB",
-    "gaussian_window",
     "psnr_3d",
     "psnr_2d",
     "ssim_3d",
@@ -92,19 +91,10 @@ def psnr_2d(pred, target, axes: Sequence[int] = (0, 1, 2), mode: str = "paper") 
 
 
 def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
+    """Normalised 1D Gaussian ``(size,)``, float64; SSIM's window is its outer product over the axes."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5, dims: int = 3) -> torch.Tensor:
-    """Normalised separable Gaussian window, ``(size,) * dims``, float64 (the outer product of
-    ``dims`` 1D Gaussians: what SSIM filters with, one axis at a time)."""
-    g = _gaussian_1d(size, sigma)
-    w = g
-    for _ in range(dims - 1):
-        w = w[..., None] * g
-    return w
 
 
 def _separable_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
