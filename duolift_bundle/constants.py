@@ -20,6 +20,7 @@ __all__ = [
     "XRAY_KEY",
     "LUNG_MASK_KEY",
     "PRED_KEY",
+    "FAILED_NAME",
     "hu_to_unit",
     "unit_to_hu",
 ]
@@ -42,6 +43,10 @@ CT_KEY = "ct"
 XRAY_KEY = "xray"
 LUNG_MASK_KEY = "lung_mask"
 PRED_KEY = "pred"
+
+#: the failed cases of a batch run, ``{case: reason}``, beside its summary (preparation,
+#: inference, evaluation)
+FAILED_NAME = "failed.json"
 
 
 def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):

@@ -14,7 +14,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "check_writable"]
+from duolift_bundle.errors import DuoLiftError
+
+__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "check_writable", "OutputNotWritableError"]
+
+
+class OutputNotWritableError(DuoLiftError, PermissionError):
+    """An output folder that cannot be created or written to."""
 
 
 def _umask() -> int:
@@ -95,5 +101,5 @@ def check_writable(folder: str | os.PathLike) -> bool:
             Path(tmp).write_bytes(b"")
         os.remove(os.path.join(folder, ".write_test"))
     except OSError as err:
-        raise PermissionError(f"{folder}: output folder is not writable ({err.strerror or err})") from err
+        raise OutputNotWritableError(f"{folder}: output folder is not writable ({err.strerror or err})") from err
     return True

@@ -18,6 +18,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.io_utils import read_json
 
 __all__ = ["RECORDS", "ShippedFileError", "file_sha256", "recorded_hashes", "refuse_shipped"]
@@ -26,7 +27,7 @@ __all__ = ["RECORDS", "ShippedFileError", "file_sha256", "recorded_hashes", "ref
 RECORDS = ("docs/shipped_models.json", "docs/phantom_model.json")
 
 
-class ShippedFileError(FileExistsError):
+class ShippedFileError(DuoLiftError, FileExistsError):
     """A workflow would write over a shipped file (its hash is recorded in the bundle)."""
 
 

@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.io_utils import atomic_path
 
-__all__ = ["tri_planar", "case_figure", "case_figures", "comparison_figure"]
+__all__ = ["tri_planar", "case_figure", "case_figures", "comparison_figure", "FigureExistsError"]
 
 
 def _np(x) -> np.ndarray:
@@ -85,10 +86,35 @@ def case_figure(
     return _save(fig, path, title)
 
 
-def case_figures(dataset, folder: str | os.PathLike) -> list[str]:
+class FigureExistsError(DuoLiftError, FileExistsError):
+    """A figure would replace a file of the same name."""
+
+
+def case_figures(dataset, folder: str | os.PathLike, overwrite: bool = False) -> list[str]:
     """:func:`case_figure` of every item of a dataset in the data contract (``ct``, ``xray``,
-    ``lung_mask``, ``case``) as ``<folder>/<case>.png``: ``run preparing`` of ``train.yaml``."""
-    return [case_figure(d["ct"], os.path.join(os.fspath(folder), f"{d['case']}.png"), d["xray"], d["lung_mask"], title=str(d["case"])) for d in dataset]
+    ``lung_mask``, ``case``) as ``<folder>/<case>.png``: ``run preparing`` of ``train.yaml``.
+
+    Raises:
+        FigureExistsError: a ``<case>.png`` exists and ``overwrite`` is False; checked for every
+            case the dataset lists (``dataset.data[i]["case"]``) before anything is drawn, else
+            before each figure.
+    """
+    folder = os.fspath(folder)
+
+    def refuse(cases: Sequence[str]) -> None:
+        taken = [os.path.join(folder, f"{c}.png") for c in cases if os.path.exists(os.path.join(folder, f"{c}.png"))]
+        if taken and not overwrite:
+            shown = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
+            raise FigureExistsError(f"{shown}: exists; give another --figure_dir, or --overwrite_figures True to replace")
+
+    listed = getattr(dataset, "data", None)
+    if isinstance(listed, Sequence) and all(isinstance(d, Mapping) and "case" in d for d in listed):
+        refuse([str(d["case"]) for d in listed])
+    written = []
+    for d in dataset:
+        refuse([str(d["case"])])
+        written.append(case_figure(d["ct"], os.path.join(folder, f"{d['case']}.png"), d["xray"], d["lung_mask"], title=str(d["case"])))
+    return written
 
 
 def comparison_figure(

@@ -11,7 +11,7 @@ shipped models' 64^3), e.g. for the double-view model::
     python -m monai.bundle run evaluating \\
         --config_file "['configs/inference.yaml','configs/evaluate.yaml','configs/demo.yaml']" \\
         --dataset_dir <package>/sample_data/size64 --output_dir demo/double_view --save_recon True \\
-        --lung_segmenter classical --vessel_segmenter frangi --lpips False
+        --offline True
 
 Methods (``METHODS``): DuoLift-CNN double view (``models/model.pt``), single view
 (``models/model_single_view.pt``, ``configs/inference_single_view.yaml``: the frontal X-ray only),
@@ -20,8 +20,8 @@ X-ray: the mean of the shipped models' training CTs and the mean of their two re
 (``models/baselines/``). It writes
 
 - ``<out>/<method>/``: each workflow's ``metrics.csv``, ``summary.json``, ``table.md``; for the
-  models also ``reconstructions/<case>/recon_hu.nii.gz`` (in HU, with the affine of the case's CT:
-  it opens on top of ``<sample>/<case>/ct.nii.gz`` in 3D Slicer);
+  models also ``reconstructions/<case>/recon_hu.nii.gz`` and the true CT ``target_hu.nii.gz``
+  (both in HU, with the affine of the case's CT: they open on top of each other in 3D Slicer);
 - ``<out>/table.md`` and ``<out>/summary.json``: every method per case, real and synthetic apart;
 - ``<out>/figures/<case>.png``: target, both models, the phantom-only model and the mean volume in
   three planes, with their |difference| to the target.
@@ -69,8 +69,7 @@ def command(folder: str, configs: list[str], overrides: dict, out: str, lpips: b
         "--dataset_dir", str(sample_dir(SIZE)),
         "--output_dir", os.path.abspath(os.path.join(out, folder)),
         "--save_recon", "True",
-        "--lung_segmenter", "classical",
-        "--vessel_segmenter", "frangi",
+        "--offline", "True",  # classical lung mask, Frangi vessels: no pretrained weights needed
         "--lpips", str(bool(lpips)),
         "--progress", "False",
     ]  # fmt: skip
@@ -81,10 +80,11 @@ def command(folder: str, configs: list[str], overrides: dict, out: str, lpips: b
 
 def table(results: dict[str, dict[str, dict]]) -> str:
     """Markdown: per case (real first, then synthetic), every method's PSNR / SSIM (2D, 3D)."""
-    cases = sorted({c for rows in results.values() for c in rows}, key=lambda c: (c.startswith("phantom"), c))
+    origin = {c: row["origin"] for rows in results.values() for c, row in rows.items()}  # metrics.csv's column
+    cases = sorted(origin, key=lambda c: (origin[c] != "real", c))
     lines = ["| case | kind | method | " + " | ".join(n for _, n in COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
     for case in cases:
-        kind = "synthetic" if case.startswith("phantom") else "real (held out)"
+        kind = "real (held out)" if origin[case] == "real" else "synthetic"
         for method, rows in results.items():
             if case in rows:
                 lines.append(f"| {case} | {kind} | {method} | " + " | ".join(f"{float(rows[case][k]):.3f}" for k, _ in COLUMNS) + " |")
@@ -124,7 +124,7 @@ def main(out: str = "demo", lpips: bool = False) -> None:
             recon = out_dir / folder / "reconstructions" / case / "recon_hu.nii.gz"
             if folder in SHOWN and recon.is_file():
                 vols[SHOWN[folder]] = hu_to_unit(nib.load(recon).get_fdata())
-        figures.append(comparison_figure(target, vols, out_dir / "figures" / f"{case}.png", title=f"{case} ({'synthetic' if case.startswith('phantom') else 'real, never seen in training'})"))
+        figures.append(comparison_figure(target, vols, out_dir / "figures" / f"{case}.png", title=f"{case} ({'real, never seen in training' if results[METHODS[0][0]][case]['origin'] == 'real' else 'synthetic'})"))
     print(f"\ndone in {time.perf_counter() - t0:.0f} s\n")
     print(text)
     for case in results[METHODS[0][0]]:
@@ -133,7 +133,7 @@ def main(out: str = "demo", lpips: bool = False) -> None:
     for figure in figures:
         print(f"figure:         {figure}")
     print(f"metrics:        {out_dir / 'table.md'}  {out_dir / 'summary.json'}")
-    print(f"true CTs:       {sample_dir(SIZE)}/<case>/ct.nii.gz")
+    print(f"true CTs (HU):  {out_dir / 'double_view' / 'reconstructions'}/<case>/target_hu.nii.gz")
 
 
 if __name__ == "__main__":

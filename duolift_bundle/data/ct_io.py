@@ -20,6 +20,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor, NibabelReader
 from monai.transforms import LoadImage, MapTransform
+from duolift_bundle.errors import DuoLiftError
 
 __all__ = [
     "CTInputError",
@@ -43,7 +44,7 @@ ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
 SPACING_LIMITS_MM = (0.05, 20.0)
 
 
-class CTInputError(ValueError):
+class CTInputError(DuoLiftError, ValueError):
     """A CT input that cannot be used; the message names the file and the problem."""
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from duolift_bundle.constants import VIEWS
 from duolift_bundle.data.ct_io import ITK_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file, is_volume_file
 from duolift_bundle.data.splits import lidc_patient_id
-from duolift_bundle.data.xray_io import XRayInputError, find_view_files
+from duolift_bundle.data.xray_io import find_view_files
+from duolift_bundle.errors import DuoLiftError
 
 __all__ = [
     "CaseSource",
@@ -35,9 +36,19 @@ __all__ = [
     "holds_dicom",
     "case_id_from_path",
     "LABEL_SUFFIXES",
+    "InputNotFoundError",
+    "NoCaseFoundError",
 ]
 
 logger = logging.getLogger(__name__)
+
+class InputNotFoundError(DuoLiftError, FileNotFoundError):
+    """The source given (``--input_dir``, ``--dataset_dir`` ...) does not exist."""
+
+
+class NoCaseFoundError(DuoLiftError, ValueError):
+    """A source that holds no usable case; the message lists what was skipped and why."""
+
 
 #: volume files whose stem ends like this are label maps beside a CT, not CTs
 LABEL_SUFFIXES = ("_label", "_labels", "_mask", "_seg", "_segmentation")
@@ -49,7 +60,9 @@ class CaseSource:
 
     ``kind`` is ``"ct"`` (``path`` a CT file or DICOM series folder; ``series`` optionally names
     the series; ``labels`` extra label volumes, e.g. a phantom's ground truth) or ``"xray"``
-    (``views`` maps ``"frontal"`` / ``"lateral"`` to radiograph files).
+    (``views`` maps ``"frontal"`` / ``"lateral"`` to radiograph files). ``error`` says why a
+    radiograph folder cannot be used (a view the model needs is missing): the case is still
+    listed, so that a batch reports it beside the others instead of refusing them all.
     """
 
     case_id: str
@@ -58,6 +71,7 @@ class CaseSource:
     labels: dict[str, str] = field(default_factory=dict)
     kind: str = "ct"
     views: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
 
 
 @dataclass
@@ -111,10 +125,12 @@ def _xray_case(folder: str, views: int) -> CaseSource:
     wanted = VIEWS[:views]
     missing = [v for v in wanted if v not in files]
     if missing:
-        raise XRayInputError(
+        error = (
             f"{folder}: the {views}-view model needs {' and '.join(wanted)} X-rays; no {', '.join(missing)}* file "
             f"(found {', '.join(Path(p).name for p in files.values())})"
         )
+        logger.warning("%s", error)
+        return CaseSource(Path(folder).name, folder, kind="xray", error=error)
     return CaseSource(Path(folder).name, folder, kind="xray", views={v: files[v] for v in wanted})
 
 
@@ -126,18 +142,19 @@ def discover_cases(src: str | os.PathLike, xray_cases: bool = False, views: int 
         xray_cases: also take folders of ``frontal*`` / ``lateral*`` radiographs (inference);
             ``views`` says which views such a folder must hold.
 
+    A radiograph folder that lacks a view the model needs is a case with ``error`` set.
+
     Raises:
-        FileNotFoundError: ``src`` does not exist.
-        ValueError: nothing usable was found (the message lists what was skipped and why).
-        XRayInputError: a radiograph folder lacks a view the model needs.
+        InputNotFoundError: ``src`` does not exist.
+        NoCaseFoundError: nothing usable was found (the message lists what was skipped and why).
     """
     src = os.path.abspath(os.fspath(src))
     found = Discovery(src)
     if not os.path.exists(src):
-        raise FileNotFoundError(f"{src}: no such file or folder")
+        raise InputNotFoundError(f"{src}: no such file or folder")
     if os.path.isfile(src):
         if not is_volume_file(src):
-            raise ValueError(f"{src}: not a CT volume file (NIfTI / MHD / NRRD) nor a folder")
+            raise NoCaseFoundError(f"{src}: not a CT volume file (NIfTI / MHD / NRRD) nor a folder")
         found.cases.append(CaseSource(case_id_from_path(src), src))
         return found
     visited: set[str] = set()
@@ -174,7 +191,7 @@ def discover_cases(src: str | os.PathLike, xray_cases: bool = False, views: int 
     if not found.cases:
         looked = "radiograph folders (frontal* / lateral*), " if xray_cases else ""
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in found.skipped[:5])
-        raise ValueError(
+        raise NoCaseFoundError(
             f"{src}: no case found (looked for {looked}DICOM CT series and {NIFTI_SUFFIXES + ITK_SUFFIXES} files)"
             + (f"; skipped {reasons}" if reasons else "")
         )

@@ -25,7 +25,7 @@ from monai.transforms import Transform
 from duolift_bundle.constants import CT_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain
-from duolift_bundle.data.xray_io import NORMALIZE, load_xray
+from duolift_bundle.data.xray_io import NORMALIZE, XRayInputError, load_xray
 from duolift_bundle.geometry import Protocol
 
 __all__ = ["inference_items", "LoadInferenceCase"]
@@ -36,16 +36,19 @@ logger = logging.getLogger(__name__)
 def inference_items(source: str | os.PathLike, views: int = 2) -> list[dict]:
     """The cases under ``source`` as dataset items ``{"case", "kind", "frontal"[, "lateral"]}``
     or ``{"case", "kind", "ct"[, "series"]}``, sorted by case id; folders that are no case are
-    logged with their reason.
+    logged with their reason. A radiograph folder without the views the model needs is an item
+    ``{"case", "kind", "error"}``: :class:`LoadInferenceCase` raises its error, so a batch reports
+    it as a failed case and goes on.
 
     Raises:
-        XRayInputError: a radiograph folder without the views the model needs.
-        FileNotFoundError / ValueError: ``source`` does not exist or holds no case.
+        InputNotFoundError / NoCaseFoundError: ``source`` does not exist or holds no case.
     """
     found = discover_cases(source, xray_cases=True, views=views)
     items = []
     for case in found.cases:
-        if case.kind == "xray":
+        if case.error:
+            items.append({"case": case.case_id, "kind": case.kind, "error": case.error})
+        elif case.kind == "xray":
             items.append({"case": case.case_id, "kind": "xray", **case.views})
         else:
             items.append({"case": case.case_id, "kind": "ct", CT_KEY: case.path, "series": case.series})
@@ -67,6 +70,8 @@ class LoadInferenceCase(Transform):
 
     def __call__(self, data: Mapping[str, Any]) -> dict:
         item = dict(data)
+        if item.get("error"):
+            raise XRayInputError(item["error"])
         if item.get("kind") == "ct":
             if self._ct_chain is None:
                 self._ct_chain = raw_ct_chain(self.protocol, self.views)

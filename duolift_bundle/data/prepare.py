@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.constants import CT_KEY, FAILED_NAME, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import CaseSource, discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain, transform_error
 from duolift_bundle.data.splits import SPLITS, assign_splits
@@ -39,7 +39,6 @@ __all__ = ["prepare_case", "prepare", "write_datalist", "format_summary", "DATAL
 logger = logging.getLogger(__name__)
 
 DATALIST_NAME = "datalist.json"
-FAILED_NAME = "failed.json"
 FORMATS = ("nifti", "x2ct-h5")
 
 

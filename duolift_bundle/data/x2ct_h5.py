@@ -23,6 +23,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from duolift_bundle.constants import AIR_HU, HU_MAX
+from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import atomic_path
 
@@ -32,7 +33,7 @@ X2CT_FILENAME = "ct_xray_data.h5"
 CT_RANGE = HU_MAX - AIR_HU  # 2500: X2CT's CT_MIN_MAX upper bound on HU + 1024
 
 
-class X2CTDataError(ValueError):
+class X2CTDataError(DuoLiftError, ValueError):
     """An X2CT HDF5 file that cannot be used; the message names the file and the problem."""
 
 

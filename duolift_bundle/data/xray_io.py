@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.geometry import CTProtocol
 
 __all__ = ["XRayInputError", "XRAY_SUFFIXES", "NORMALIZE", "load_xray", "is_xray_file", "square_resize", "find_view_files"]
@@ -35,7 +36,7 @@ __all__ = ["XRayInputError", "XRAY_SUFFIXES", "NORMALIZE", "load_xray", "is_xray
 XRAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".dcm")
 
 
-class XRayInputError(ValueError):
+class XRayInputError(DuoLiftError, ValueError):
     """An X-ray file that cannot be used; the message names the file and the problem."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from typing import Optional, Sequence
+from duolift_bundle.errors import DuoLiftError
 
 __all__ = ["ConfigError", "check_training_settings", "check_overrides"]
 
@@ -19,7 +20,7 @@ RUN_ARGS = {
 }  # fmt: skip
 
 
-class ConfigError(ValueError):
+class ConfigError(DuoLiftError, ValueError):
     """A training config with an unknown key or an impossible value."""
 
 

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from ignite.engine import Engine, Events
 
-from duolift_bundle.constants import CT_KEY, PRED_KEY
+from duolift_bundle.constants import CT_KEY, FAILED_NAME, PRED_KEY
+from duolift_bundle.data.origin import ORIGINS, case_origin
+from duolift_bundle.engines.case_failures import write_failures
 from duolift_bundle.io_utils import atomic_path, write_json
 
 __all__ = ["METRIC_COLUMNS", "MetricsReport", "FigureWriter", "InferenceSummary", "engine_items"]
@@ -41,15 +43,22 @@ def engine_items(engine: Engine) -> list[dict]:
 
 
 class MetricsReport:
-    """Collect every case's ``metrics`` and write, when the run completes, ``metrics.csv``,
-    ``summary.json`` (mean, std, n per metric; the segmenters and metric mode used) and
-    ``table.md`` (one row "method: mean +- std" per metric column, as the paper's tables)."""
+    """Collect every case's ``metrics`` and write, when the run completes, ``metrics.csv`` (with
+    each case's ``origin``, real or synthetic), ``summary.json`` and ``table.md``.
+
+    Real and synthetic cases (:func:`~duolift_bundle.data.origin.case_origin`) are never averaged
+    together: ``summary.json`` holds ``groups`` ``{origin: {"n_cases", "metrics": {key: {"mean",
+    "std", "n"}}}}`` and, only when every case has one origin, the same ``metrics`` at the top
+    level; ``table.md`` has one row "method: mean +- std" per origin, as the paper's tables. Both
+    record the segmenters and metric mode used, and the failed cases of a
+    :class:`~duolift_bundle.engines.case_failures.CaseTolerantEvaluator` (also ``failed.json``)."""
 
     def __init__(self, output_dir: str, method: str = "DuoLift", mode: str = "paper") -> None:
         self.output_dir = os.fspath(output_dir)
         self.method = method
         self.mode = mode
         self.rows: list[dict] = []
+        self.failed: dict[str, str] = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
@@ -58,42 +67,61 @@ class MetricsReport:
 
     def _collect(self, engine: Engine) -> None:
         for item in engine_items(engine):
-            row = {"case": str(item.get("case", len(self.rows))), **item.get("metrics", {})}
+            row = {"case": str(item.get("case", len(self.rows))), "origin": case_origin(item), **item.get("metrics", {})}
             self.rows.append(row)
             shown = " ".join(f"{k}={row[k]:.4f}" for k in METRIC_COLUMNS if k in row)
-            logger.info("%s: %s", row["case"], shown)
+            logger.info("%s (%s): %s", row["case"], row["origin"], shown)
+
+    @staticmethod
+    def _stats(rows: list[dict]) -> dict:
+        out = {}
+        for key in METRIC_COLUMNS:
+            values = [float(r[key]) for r in rows if key in r]
+            if values:
+                out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+        return out
 
     def summary(self) -> dict:
-        out: dict[str, Any] = {"method": self.method, "metric_mode": self.mode, "n_cases": len(self.rows), "metrics": {}}
-        for key in METRIC_COLUMNS:
-            values = [float(r[key]) for r in self.rows if key in r]
-            if values:
-                out["metrics"][key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+        out: dict[str, Any] = {"method": self.method, "metric_mode": self.mode, "n_cases": len(self.rows), "groups": {}}
+        for origin in ORIGINS:
+            rows = [r for r in self.rows if r["origin"] == origin]
+            if rows:
+                out["groups"][origin] = {"n_cases": len(rows), "metrics": self._stats(rows)}
+        if len(out["groups"]) <= 1:  # one origin: its metrics are every case's
+            out["metrics"] = self._stats(self.rows)
         for key in ("lung_segmenter", "vessel_segmenter"):
             names = sorted({r[key] for r in self.rows if key in r})
             if names:
                 out[key] = names[0] if len(names) == 1 else names
+        out["failed"] = dict(self.failed)
         return out
 
     def markdown(self, summary: dict) -> str:
-        cols = [k for k in METRIC_COLUMNS if k in summary["metrics"]]
-        head = "| method | " + " | ".join(METRIC_COLUMNS[k][0] + (" ↑" if METRIC_COLUMNS[k][1] else " ↓") for k in cols) + " |"
-        sep = "|---|" + "---|" * len(cols)
-        cells = []
-        for k in cols:
-            m = summary["metrics"][k]
-            digits = 2 if k.startswith("psnr") else 4
-            cells.append(f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}")
-        row = f"| {self.method} | " + " | ".join(cells) + " |"
-        notes = [f"n = {summary['n_cases']} cases; metric mode: {summary['metric_mode']}"]
+        groups = summary["groups"]
+        cols = [k for k in METRIC_COLUMNS if any(k in g["metrics"] for g in groups.values())]
+        head = "| method | cases | " + " | ".join(METRIC_COLUMNS[k][0] + (" ↑" if METRIC_COLUMNS[k][1] else " ↓") for k in cols) + " |"
+        lines = [head, "|---|---|" + "---|" * len(cols)]
+        for origin, group in groups.items():
+            cells = []
+            for k in cols:
+                m = group["metrics"].get(k)
+                digits = 2 if k.startswith("psnr") else 4
+                cells.append(f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}" if m else "-")
+            lines.append(f"| {self.method} | {origin} (n = {group['n_cases']}) | " + " | ".join(cells) + " |")
+        notes = [f"n = {summary['n_cases']} cases; real and synthetic cases are reported apart; metric mode: {summary['metric_mode']}"]
         for key in ("lung_segmenter", "vessel_segmenter"):
             if key in summary:
                 notes.append(f"{key.replace('_', ' ')}: {summary[key]}")
-        return "\n".join([head, sep, row, "", "; ".join(notes), ""])
+        if "lpips" not in cols:
+            notes.append("LPIPS: not computed (--lpips False or --offline True)")
+        if summary.get("failed"):
+            notes.append(f"{len(summary['failed'])} failed case(s), not in the table: {', '.join(summary['failed'])} ({FAILED_NAME})")
+        return "\n".join([*lines, "", "; ".join(notes), ""])
 
     def _write(self, engine: Engine) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
-        keys = ["case"] + [k for k in (*METRIC_COLUMNS, "lung_segmenter", "vessel_segmenter") if any(k in r for r in self.rows)]
+        self.failed = dict(getattr(engine, "failed_cases", {}))
+        keys = ["case", "origin"] + [k for k in (*METRIC_COLUMNS, "lung_segmenter", "vessel_segmenter") if any(k in r for r in self.rows)]
         with atomic_path(os.path.join(self.output_dir, "metrics.csv")) as tmp:
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -101,10 +129,12 @@ class MetricsReport:
                 writer.writerows(self.rows)
         summary = self.summary()
         write_json(os.path.join(self.output_dir, "summary.json"), summary)
+        write_failures(self.output_dir, self.failed)
         with atomic_path(os.path.join(self.output_dir, "table.md")) as tmp:
             with open(tmp, "w") as f:
                 f.write(self.markdown(summary))
-        logger.info("evaluation of %d case(s) written to %s (metrics.csv, summary.json, table.md)", len(self.rows), self.output_dir)
+        failed = f"; {len(self.failed)} failed ({FAILED_NAME})" if self.failed else ""
+        logger.info("evaluation of %d case(s) written to %s (metrics.csv, summary.json, table.md)%s", len(self.rows), self.output_dir, failed)
 
 
 class FigureWriter:
@@ -136,7 +166,9 @@ class FigureWriter:
 
 class InferenceSummary:
     """Ignite handler: a progress bar, a log line per case (files written, projection
-    consistency) and ``<output_dir>/summary.json`` when the run completes."""
+    consistency) and, when the run completes, ``<output_dir>/summary.json`` ``{"cases": [...],
+    "failed": {case: reason}}`` and ``failed.json`` (the failures a
+    :class:`~duolift_bundle.engines.case_failures.CaseTolerantEvaluator` recorded)."""
 
     def __init__(self, output_dir: str, progress: bool = True) -> None:
         self.output_dir = os.fspath(output_dir)
@@ -148,6 +180,16 @@ class InferenceSummary:
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._case)
         engine.add_event_handler(Events.COMPLETED, self._done)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._abort)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()  # now, or tqdm redraws it at exit, after the error message
+            self._bar = None
+
+    def _abort(self, engine: Engine, exc: BaseException) -> None:
+        self._close_bar()
+        raise exc
 
     def _start(self, engine: Engine) -> None:
         self.rows = []
@@ -165,10 +207,11 @@ class InferenceSummary:
             scores = " ".join(f"{k}={v}" for k, v in merged.get("consistency", {}).items())
             logger.info("%s (%s): wrote %s; projection consistency %s", row["case"], row["kind"], ", ".join(row["files"]), scores)
         if self._bar is not None:
-            self._bar.update(len(merged_items))
+            self._bar.update(1)  # total: iterations (engine.state.epoch_length)
 
     def _done(self, engine: Engine) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        write_json(os.path.join(self.output_dir, "summary.json"), {"cases": self.rows})
-        logger.info("%d case(s) reconstructed into %s", len(self.rows), self.output_dir)
+        self._close_bar()
+        failed = dict(getattr(engine, "failed_cases", {}))
+        write_json(os.path.join(self.output_dir, "summary.json"), {"cases": self.rows, "failed": failed})
+        write_failures(self.output_dir, failed)
+        logger.info("%d case(s) reconstructed into %s%s", len(self.rows), self.output_dir, f"; {len(failed)} failed ({FAILED_NAME})" if failed else "")

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from duolift_bundle.constants import LUNG_MASK_KEY
 from duolift_bundle.engines.batches import plain, prepare_xray_batch
+from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.networks.loading import unwrap
 
 __all__ = ["DuoLiftTrainer", "NonFiniteLossError"]
@@ -27,7 +28,7 @@ __all__ = ["DuoLiftTrainer", "NonFiniteLossError"]
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(DuoLiftError, RuntimeError):
     """A loss became NaN or Inf; raised before the optimizer could use it."""
 
 

@@ -21,11 +21,23 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from duolift_bundle.errors import DuoLiftError
 
-__all__ = ["WeightSpec", "WeightsNotFoundError", "LUNGMASK_R231", "VGG16", "TOTALSEG_LUNG_VESSELS", "resolve_weights", "torch_hub_dir", "totalseg_weights_dir"]
+__all__ = [
+    "WeightSpec",
+    "WeightsNotFoundError",
+    "LUNGMASK_R231",
+    "VGG16",
+    "TOTALSEG_LUNG_VESSELS",
+    "resolve_weights",
+    "torch_hub_dir",
+    "totalseg_weights_dir",
+    "check_evaluation_weights",
+    "OFFLINE_HINT",
+]
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(DuoLiftError, FileNotFoundError):
     """A pretrained weights file is missing and may not (or cannot) be downloaded."""
 
 
@@ -123,3 +135,56 @@ def resolve_weights(spec: WeightSpec, explicit: Optional[str | os.PathLike] = No
         f"(or set ${spec.env_var} to its path, or pass the path in the config)"
         + ("" if allow_download or spec.is_folder else "; downloading is off (allow_download=False)")
     )
+
+
+#: what to do when the paper's pretrained models are out of reach (evaluate.yaml's ``offline``)
+OFFLINE_HINT = (
+    "or run with --offline True: the offline fallbacks (classical lung mask, Frangi vessels, no LPIPS), "
+    "named in every report, whose numbers are not the paper's"
+)
+
+
+def check_evaluation_weights(
+    lpips: bool = True,
+    vgg_weights: Optional[str | os.PathLike] = None,
+    lung_segmenter: str = "lungmask",
+    lungmask_weights: Optional[str | os.PathLike] = None,
+    vessel_segmenter: str = "totalsegmentator",
+    totalseg_weights: Optional[str | os.PathLike] = None,
+    allow_download: bool = False,
+) -> list[Path]:
+    """Resolve every pretrained weights file the evaluation's settings need (LPIPS' VGG16,
+    lungmask R231, TotalSegmentator's two models), before any of them is built, and report
+    all the missing ones in one error.
+
+    Returns:
+        the resolved paths.
+
+    Raises:
+        WeightsNotFoundError: one line per missing file (name, file, URL, folder), then the
+            ``--offline True`` hint.
+    """
+    wanted: list[tuple[WeightSpec, Optional[Path]]] = []
+    if lpips:
+        wanted.append((VGG16, Path(vgg_weights) if vgg_weights else None))
+    if lung_segmenter == "lungmask":
+        wanted.append((LUNGMASK_R231, Path(lungmask_weights) if lungmask_weights else None))
+    if vessel_segmenter == "totalsegmentator":
+        for spec in TOTALSEG_LUNG_VESSELS:  # an explicit folder holds the Dataset* folders
+            explicit = None
+            if totalseg_weights:
+                explicit = _find(Path(totalseg_weights), spec) or Path(totalseg_weights) / spec.filename
+            wanted.append((spec, explicit))
+    found, missing = [], []
+    for spec, explicit in wanted:
+        try:
+            found.append(resolve_weights(spec, explicit, allow_download and not spec.is_folder))
+        except WeightsNotFoundError as err:
+            missing.append(str(err))
+    if missing:
+        lines = "\n".join(f"  - {m}" for m in missing)
+        raise WeightsNotFoundError(
+            f"{len(missing)} pretrained weights file(s) of the paper's evaluation are missing:\n{lines}\n"
+            f"Put them in place (or pass --vgg_weights / --lungmask_weights / --totalseg_weights), {OFFLINE_HINT}."
+        )
+    return found

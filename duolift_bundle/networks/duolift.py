@@ -43,6 +43,7 @@ Ablations (Table 4): ``lift="conv"`` replaces repetition by a 2D convolution in 
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -63,6 +64,8 @@ from duolift_bundle.networks.blocks import (
 from duolift_bundle.networks.unetpp import UNetPlusPlusHeads
 
 __all__ = ["DuoLiftGenerator", "WithAuxiliaryOutputs", "scale_width", "PAPER_WIDTHS"]
+
+logger = logging.getLogger(__name__)
 
 #: The paper's channel widths (Fig. 1 and "Generator Architecture"); U-Net++ / U-Net use MONAI's
 #: default 3D features, which the paper does not state.
@@ -197,6 +200,11 @@ class DuoLiftGenerator(nn.Module):
             for module in self.modules():
                 if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
                     module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+        # a word before a forward pass that may take a minute on a CPU (verify_net_in_out at 128^3)
+        logger.info(
+            "DuoLift generator: %d view(s) %d^2 -> %d^3 volume, width x %g, %.2f M parameters",
+            views, image_size, volume_size, width, sum(p.numel() for p in self.parameters()) / 1e6,
+        )  # fmt: skip
 
     def _layout(self, t: torch.Tensor) -> torch.Tensor:
         """Put a 5D feature map into the network's memory layout."""

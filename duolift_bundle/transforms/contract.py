@@ -8,12 +8,13 @@ import torch
 from monai.transforms import MapTransform
 
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, XRAY_KEY
+from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.geometry import CTProtocol
 
 __all__ = ["DataContractError", "CheckContractd"]
 
 
-class DataContractError(ValueError):
+class DataContractError(DuoLiftError, ValueError):
     """A case that violates the data contract; the message names the case and the problem."""
 
 

@@ -48,16 +48,29 @@ class SaveReconstructiond(MapTransform):
     :class:`ToReferenceGeometryd`) as ``<output_dir>/<case>/recon_hu.nii.gz`` (HU) and, with
     ``save_unit``, ``recon_unit.nii.gz`` ([0, 1]); records the paths under ``"written"``.
 
+    With ``target_key`` (the evaluation's ``ct``: the true CT, a MetaTensor in [0, 1] on the same
+    grid) the true CT is written beside it as ``target_hu.nii.gz``, in HU too, so that the two open
+    side by side in 3D Slicer with one window (the prepared ``ct.nii.gz`` files hold the data
+    contract's [0, 1] scale).
+
     MONAI's ``SaveImaged`` names files ``<subject>/<subject>_<postfix>`` and writes in place; the
     bundle's layout and the guarantee that no half-written file is ever left behind need a
     temporary name and a rename, so the MetaTensor's array and affine go to nibabel (the library
     under MONAI's ``NibabelWriter``) through a temporary file that replaces the target.
     """
 
-    def __init__(self, keys: Hashable = PRED_KEY, output_dir: str = ".", save_unit: bool = False, hu_window: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        keys: Hashable = PRED_KEY,
+        output_dir: str = ".",
+        save_unit: bool = False,
+        hu_window: Sequence[float] | None = None,
+        target_key: str | None = None,
+    ) -> None:
         super().__init__(keys)
         self.output_dir = os.fspath(output_dir)
         self.save_unit = save_unit
+        self.target_key = target_key
         self.hu_window = tuple(hu_window) if hu_window else CTProtocol().hu_window
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
@@ -71,6 +84,12 @@ class SaveReconstructiond(MapTransform):
             outputs = {"recon_hu.nii.gz": unit_to_hu(pred, *self.hu_window)}
             if self.save_unit:
                 outputs["recon_unit.nii.gz"] = pred
+            if self.target_key is not None:
+                if self.target_key not in d:
+                    raise KeyError(f"{d['case']}: no '{self.target_key}' (the true CT) to write beside the reconstruction")
+                # on the reconstruction's grid: ToReferenceGeometryd gave it the true CT's affine
+                target = torch.as_tensor(d[self.target_key]).detach().cpu().float().reshape(pred.shape)
+                outputs["target_hu.nii.gz"] = MetaTensor(unit_to_hu(target, *self.hu_window), affine=pred.affine)
             for name, volume in outputs.items():
                 path = os.path.join(case_dir, name)
                 img = nib.Nifti1Image(np.asarray(volume.array[0], dtype=np.float32), np.asarray(volume.affine, dtype=np.float64))

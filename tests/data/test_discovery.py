@@ -101,3 +101,21 @@ def test_a_whole_series_loads(tmp_path):
     write_dicom_series(tmp_path / "ok", _volume())
     img = load_ct(tmp_path / "ok")
     assert tuple(img.shape) == (1, 24, 24, 12)
+
+
+def test_an_input_dir_that_is_itself_a_case_is_taken_without_a_warning(tmp_path, caplog):
+    """--input_dir pointing at one radiograph folder or one DICOM series: one case, and no
+    "skipped" line naming its own files."""
+    from duolift_bundle.data.inference_case import inference_items
+
+    xray = tmp_path / "patient7"
+    xray.mkdir()
+    for view in ("frontal", "lateral"):
+        Image.new("L", (8, 8)).save(xray / f"{view}.png")
+    series = tmp_path / "series"
+    write_dicom_series(series, _volume())
+    with caplog.at_level("WARNING"):
+        assert [(i["case"], i["kind"]) for i in inference_items(xray, views=2)] == [("patient7", "xray")]
+        (case,) = discover_cases(series).cases
+    assert case.path == str(series)
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]

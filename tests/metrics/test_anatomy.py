@@ -136,3 +136,42 @@ def test_lungmask_real_weights_on_real_ct(real_ct_dir):
     hu = unit_to_hu(np.asarray(item["ct"][0]))
     lungs = LungmaskR231()(hu, (2.5, 2.5, 2.5))
     assert reference_dice(lungs, np.asarray(item["lung_mask"][0])) > 0.9
+
+
+@pytest.mark.parametrize(
+    "settings, missing",
+    [
+        ({}, ["vgg16-397923af.pth", "unet_r231-d5d2fc3d.pth", "Dataset117_*", "Dataset297_*"]),
+        ({"lpips": False}, ["unet_r231-d5d2fc3d.pth", "Dataset117_*", "Dataset297_*"]),
+        ({"lung_segmenter": "classical", "vessel_segmenter": "frangi"}, ["vgg16-397923af.pth"]),
+        ({"lpips": False, "lung_segmenter": "classical", "vessel_segmenter": "frangi"}, []),  # --offline True
+    ],
+)
+def test_evaluation_weights_are_all_reported_at_once(tmp_path, monkeypatch, settings, missing):
+    from duolift_bundle.metrics.weights import check_evaluation_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", str(tmp_path / "ts"))
+    for var in ("DUOLIFT_VGG16_WEIGHTS", "DUOLIFT_LUNGMASK_WEIGHTS"):
+        monkeypatch.delenv(var, raising=False)
+    if not missing:
+        assert check_evaluation_weights(**settings) == []
+        return
+    with pytest.raises(WeightsNotFoundError) as err:
+        check_evaluation_weights(**settings)
+    message = str(err.value)
+    assert message.startswith(f"{len(missing)} pretrained weights file(s)")
+    for name in missing:
+        assert f"{name} not found" in message
+    assert message.count("\n  - ") == len(missing) and "--offline True" in message.splitlines()[-1]
+    # once the files are in place every one resolves, the TotalSegmentator ones from an explicit folder
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    for name in ("vgg16-397923af.pth", "unet_r231-d5d2fc3d.pth"):
+        (tmp_path / "torch" / "hub" / "checkpoints" / name).write_bytes(b"x")
+    for name in ("Dataset117_lung_vessels", "Dataset297_total_3mm"):
+        (tmp_path / "mine" / name).mkdir(parents=True)
+    found = check_evaluation_weights(**settings, totalseg_weights=str(tmp_path / "mine"))
+    assert sorted(p.name for p in found) == sorted(
+        {"vgg16-397923af.pth": "vgg16-397923af.pth", "unet_r231-d5d2fc3d.pth": "unet_r231-d5d2fc3d.pth",
+         "Dataset117_*": "Dataset117_lung_vessels", "Dataset297_*": "Dataset297_total_3mm"}[m] for m in missing  # fmt: skip
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, make_small_prepared
+from duolift_bundle.data.inference_case import LoadInferenceCase, inference_items
 from duolift_bundle.data.xray_io import XRayInputError, load_xray, square_resize
-from duolift_bundle.data.inference_case import inference_items
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.networks import DuoLiftGenerator, load_generator
 
@@ -154,8 +155,10 @@ def test_missing_lateral_view_in_double_view_mode(tmp_path):
     case = tmp_path / "in" / "patient1"
     case.mkdir(parents=True)
     Image.new("L", (8, 8)).save(case / "frontal.png")
+    (item,) = inference_items(tmp_path / "in", views=2)  # listed, so that a batch reports it and goes on
+    assert item["case"] == "patient1" and "frontal" not in item
     with pytest.raises(XRayInputError, match=r"patient1: the 2-view model needs frontal and lateral X-rays; no lateral"):
-        inference_items(tmp_path / "in", views=2)
+        LoadInferenceCase(views=2)(item)
     assert inference_items(tmp_path / "in", views=1)[0]["frontal"].endswith("frontal.png")
 
 
@@ -262,20 +265,46 @@ def test_inference_runs_from_another_working_directory(prepared32, small_model, 
     assert not list(elsewhere.iterdir())
 
 
-def test_failed_case_keeps_finished_ones(prepared32, small_model, tmp_path):
+def test_a_batch_goes_on_past_a_bad_case(prepared32, small_model, tmp_path):
+    """good, bad (RGB PNGs), good: both good cases are written, summary.json and failed.json name
+    the bad one with its reason, the run exits 1 and its last line names the bad file."""
     inputs, out = tmp_path / "in", tmp_path / "out"
     mixed_inputs(prepared32, inputs)
     (inputs / "ct_case.nii.gz").unlink()
-    bad = inputs / "zz_bad"  # sorted last
+    shutil.rmtree(inputs / "case_nii")
+    bad = inputs / "case_e_bad"  # sorted between case_dcm and case_png
     bad.mkdir()
     Image.new("RGB", (32, 32)).save(bad / "frontal.png")
     Image.new("RGB", (32, 32)).save(bad / "lateral.png")
+    stale = out / "failed.json"  # a failure list of an earlier run is replaced, not kept
+    out.mkdir()
+    stale.write_text('{"old": "x"}')
     result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out),
-                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--progress", "False")  # fmt: skip
+                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625")  # fmt: skip
+    assert result.returncode == 1
+    reason = f"XRayInputError: {bad / 'frontal.png'}: a RGB image; X-rays must be greyscale"
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 3 case(s) failed") and f"case_e_bad: {reason}" in last, result.stderr[-3000:]
+    assert sorted(p.parent.name for p in out.rglob("recon_hu.nii.gz")) == ["case_dcm", "case_png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["case"] for c in summary["cases"]] == ["case_dcm", "case_png"]
+    assert list(summary["failed"]) == ["case_e_bad"] and summary["failed"]["case_e_bad"].startswith(reason)
+    assert json.loads(stale.read_text()) == summary["failed"]
+    assert not list(out.rglob("*.tmp*")) and not (out / "case_e_bad").exists()
+    # a later clean run removes the failure list
+    shutil.rmtree(bad)
+    again = bundle("inferring", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out),
+                   "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--progress", "False")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not stale.exists() and json.loads((out / "summary.json").read_text())["failed"] == {}
+
+
+def test_a_missing_input_folder_is_the_last_line(small_model, tmp_path):
+    result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out"),
+                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625")  # fmt: skip
     assert result.returncode != 0
-    assert f"{bad / 'frontal.png'}: a RGB image" in result.stderr
-    assert sorted(p.parent.name for p in out.rglob("recon_hu.nii.gz")) == ["case_dcm", "case_nii", "case_png"]
-    assert not list(out.rglob("*.tmp*")) and not (out / "zz_bad").exists()
+    assert result.stderr.strip().splitlines()[-1] == f"error: InputNotFoundError: {tmp_path / 'nowhere'}: no such file or folder"
+    assert "Failed to evaluate ConfigExpression" in result.stderr  # MONAI's traceback is kept above it
 
 
 def test_unwritable_output_folder(small_model, tmp_path):
@@ -284,7 +313,7 @@ def test_unwritable_output_folder(small_model, tmp_path):
     result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(tmp_path), "--output_dir", str(blocker / "out"),
                     "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625")  # fmt: skip
     assert result.returncode != 0
-    assert f"{blocker / 'out'}: output folder is not writable" in result.stderr
+    assert f"{blocker / 'out'}: output folder is not writable" in result.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -313,16 +342,18 @@ def test_inference_on_the_real_chest_ct(real_ct_dir, tmp_path):
 @pytest.mark.slow
 def test_evaluate_config_on_phantoms(prepared32, small_model, tmp_path):
     out = tmp_path / "eval"
-    common = ["--dataset_dir", str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625",
-              "--lung_segmenter", "classical", "--vessel_segmenter", "frangi", "--lpips", "False"]  # fmt: skip
+    common = ["--dataset_dir", str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--offline", "True"]  # fmt: skip
     result = bundle("evaluating", EVALUATE, *common, "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-4000:]
     rows = (out / "metrics.csv").read_text().strip().splitlines()
-    assert len(rows) == 4 and rows[0].startswith("case,psnr_2d,psnr_3d,ssim_2d,ssim_3d,mae,dice_lung,dice_vessel")
+    assert len(rows) == 4 and rows[0].startswith("case,origin,psnr_2d,psnr_3d,ssim_2d,ssim_3d,mae,dice_lung,dice_vessel")
+    assert all(r.split(",")[1] == "synthetic" for r in rows[1:])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == 3 and summary["lung_segmenter"].startswith("classical")
+    assert summary["failed"] == {} and not (out / "failed.json").exists()
     table = (out / "table.md").read_text()
-    assert "| DuoLift-double-view |" in table and "±" in table and "offline fallback" in table
+    assert "| DuoLift-double-view | synthetic (n = 3) |" in table and "±" in table and "offline fallback" in table
+    assert "LPIPS: not computed" in table
     assert len(list((out / "figures").glob("*.png"))) == 3
     assert not (out / "reconstructions").exists()  # save_recon is off by default
     x2ct = tmp_path / "eval_x2ct"
@@ -332,16 +363,63 @@ def test_evaluate_config_on_phantoms(prepared32, small_model, tmp_path):
     assert delta == pytest.approx(4.286, abs=1e-3)
 
 
-def test_evaluate_without_weights_names_the_missing_file(prepared32, small_model, tmp_path):
-    env_home = tmp_path / "torch"
+@pytest.mark.slow
+def test_evaluation_reports_real_and_synthetic_apart_and_goes_on_past_a_bad_case(prepared32, small_model, tmp_path):
+    """Three cases: one marked real, one whose CT file is corrupt, one phantom. The corrupt one is
+    listed in failed.json and the run exits 1; the table has a real row and a synthetic row, never
+    their pooled mean; each reconstruction has the true CT beside it in HU."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared32, data)
+    datalist = json.loads((data / "datalist.json").read_text())
+    real, broken, phantom = datalist["test"]
+    real["synthetic"] = False
+    (data / broken["ct"]).write_bytes(b"not a nifti file")
+    (data / "datalist.json").write_text(json.dumps(datalist))
+    out = tmp_path / "eval"
+    result = bundle("evaluating", EVALUATE, "--dataset_dir", str(data), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625",
+                    "--offline", "True", "--save_recon", "True", "--output_dir", str(out), "--progress", "False")  # fmt: skip
+    assert result.returncode == 1, result.stderr[-4000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 3 case(s) failed") and f"{broken['case']}: " in last and broken["ct"].split("/")[-1] in last
+    assert list(json.loads((out / "failed.json").read_text())) == [broken["case"]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["groups"]["real"]["n_cases"] == 1 and summary["groups"]["synthetic"]["n_cases"] == 1
+    assert "metrics" not in summary  # no mean over real and synthetic cases together
+    with open(out / "metrics.csv", newline="") as f:
+        rows = {r["case"]: r for r in __import__("csv").DictReader(f)}
+    assert {c: r["origin"] for c, r in rows.items()} == {real["case"]: "real", phantom["case"]: "synthetic"}
+    assert summary["groups"]["real"]["metrics"]["psnr_3d"]["mean"] == pytest.approx(float(rows[real["case"]]["psnr_3d"]))
+    table = (out / "table.md").read_text()
+    assert "| DuoLift-double-view | real (n = 1) |" in table and "| DuoLift-double-view | synthetic (n = 1) |" in table
+    assert f"1 failed case(s), not in the table: {broken['case']}" in table
+    # the true CT beside the reconstruction, in HU: the prepared [0, 1] file through the HU window
+    target = nib.load(out / "reconstructions" / phantom["case"] / "target_hu.nii.gz")
+    prepared = nib.load(data / phantom["ct"])
+    np.testing.assert_allclose(target.get_fdata(), prepared.get_fdata() * 2500.0 - 1024.0, atol=1e-2)
+    np.testing.assert_allclose(target.affine, nib.load(out / "reconstructions" / phantom["case"] / "recon_hu.nii.gz").affine)
+    np.testing.assert_allclose(target.affine, prepared.affine, atol=1e-4)
+
+
+def test_evaluate_without_weights_lists_every_missing_file(prepared32, small_model, tmp_path):
+    """Offline, one message lists all four missing weights files (VGG16, lungmask, both
+    TotalSegmentator models) with their folders, and the --offline flag, as the last lines; no
+    case is run."""
+    env_home, ts_home = tmp_path / "torch", tmp_path / "totalseg"
+    env = {**os.environ, "TORCH_HOME": str(env_home), "DUOLIFT_VGG16_WEIGHTS": "", "DUOLIFT_LUNGMASK_WEIGHTS": "", "TOTALSEG_WEIGHTS_PATH": str(ts_home)}
     result = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", EVALUATE, "--dataset_dir",
          str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--output_dir", str(tmp_path / "e")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "TORCH_HOME": str(env_home), "DUOLIFT_VGG16_WEIGHTS": "", "DUOLIFT_LUNGMASK_WEIGHTS": ""},
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "vgg16-397923af.pth not found" in result.stderr and str(env_home / "hub" / "checkpoints") in result.stderr
+    lines = result.stderr.strip().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("error: WeightsNotFoundError: 4 pretrained weights file(s)"))
+    message = "\n".join(lines[start:])
+    for name in ("vgg16-397923af.pth", "unet_r231-d5d2fc3d.pth", "Dataset117_*", "Dataset297_*"):
+        assert f"{name} not found" in message
+    assert message.count(str(env_home / "hub" / "checkpoints")) == 2 and message.count(str(ts_home)) == 2
+    assert "--offline True" in lines[-1]
+    assert not (tmp_path / "e" / "metrics.csv").exists()
 
 
 def test_make_figure_script(tmp_path):
