@@ -51,7 +51,7 @@ def recorded_hashes(bundle_root: str | os.PathLike) -> dict[str, str]:
         entries = [doc] if "sha256" in doc else [*doc.get("models", {}).values(), *doc.get("baselines", {}).values()]
         for entry in entries:
             if isinstance(entry, dict) and entry.get("sha256"):
-                found[entry["sha256"]] = f"{record}: {entry.get('file', '?')}"
+                found[entry["sha256"]] = f"{record}: {entry.get('file') or entry.get('model', '?')}"
     return found
 
 

@@ -100,6 +100,7 @@ def main(
     settings, command = recipe()
     record = {
         "model": "DuoLift-CNN, double view, 64^3, width 0.125 (configs/demo.yaml)",
+        "file": "models/phantom_cnn.pt",
         "sha256": file_sha256(model),
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "bytes": Path(model).stat().st_size,
