@@ -16,7 +16,7 @@ import numpy as np
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.io_utils import atomic_path
 
-__all__ = ["tri_planar", "case_figure", "case_figures", "comparison_figure", "FigureExistsError"]
+__all__ = ["tri_planar", "case_figure", "case_figures", "comparison_figure", "inference_figure", "FigureExistsError"]
 
 
 def _np(x) -> np.ndarray:
@@ -149,4 +149,33 @@ def comparison_figure(
                 ax.set_title(name, fontsize=9)
             if c == 0:
                 ax.set_ylabel(plane)
+    return _save(fig, path, title)
+
+
+def inference_figure(xray, reprojection, volume, path: str | os.PathLike, title: str = "", lung_fields: Sequence | None = None) -> str:
+    """Write a PNG of one inference case: top row, each input X-ray as the network saw it ``(V,
+    S, S)`` beside the re-projection of the reconstruction (lung fields of the input outlined in
+    red when given, ``(V, S, S)`` booleans); bottom row, axial / coronal / sagittal slices of the
+    reconstruction ``(1, D, H, W)`` in [0, 1]. Returns the path written (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xr, rp = _np(xray), _np(reprojection)
+    names = ("frontal", "lateral")[: xr.shape[0]]
+    n_cols = max(3, 2 * xr.shape[0])
+    fig, axes = plt.subplots(2, n_cols, figsize=(2.8 * n_cols, 6.0), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, name in enumerate(names):
+        for j, (img, what) in enumerate(((xr[i], "input"), (rp[i], "re-projection"))):
+            ax = axes[0, 2 * i + j]
+            ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            if lung_fields is not None and np.any(lung_fields[i]):
+                ax.contour(np.asarray(lung_fields[i], float), levels=[0.5], colors="r", linewidths=0.8)
+            ax.set_title(f"{name} {what}", fontsize=9)
+    for ax, img, name in zip(axes[1], tri_planar(volume), ("axial", "coronal", "sagittal")):
+        ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(f"reconstruction, {name}", fontsize=9)
     return _save(fig, path, title)

@@ -121,6 +121,19 @@ def _curve(log: Path) -> dict:
     }
 
 
+XRAY_REFERENCE = "models/xray_reference.json"
+XRAY_REFERENCE_COMMAND = (
+    "python scripts/xray_reference.py --datalist data/real64/datalist.json "
+    "--cases chest-ct-dicom_P002,chest-ct-dicom_cap002 --out models/xray_reference.json"
+)
+
+
+def xray_reference_record() -> dict:
+    """Provenance of the reference histogram of ``xray_contrast: histogram`` (the DRRs of the
+    shipped models' two real training CTs)."""
+    return {"file": XRAY_REFERENCE, "sha256": file_sha256(ROOT / XRAY_REFERENCE), "command": XRAY_REFERENCE_COMMAND}
+
+
 def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real_ct_loo.json", out: str = str(RECORD)) -> None:
     """Write docs/shipped_models.json (see the module docstring)."""
     from monai.bundle import ConfigParser
@@ -164,6 +177,7 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
     for key, file in BASELINES.items():
         doc["baselines"][key] = {"file": file, "sha256": file_sha256(ROOT / file), "sample": _per_case(Path(sample) / key)}
     doc["baselines"]["phantom_only"] = {"file": "models/phantom_cnn.pt", "sha256": file_sha256(ROOT / "models/phantom_cnn.pt"), "sample": _per_case(Path(sample) / "phantom_only")}
+    doc["xray_reference"] = xray_reference_record()
     doc["leave_one_out"] = read_json(ROOT / loo)["folds"]
     write_json(out, doc)
     print(f"wrote {out}")

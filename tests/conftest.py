@@ -114,3 +114,33 @@ def make_small_prepared(out: Path, n: int, seed: int, size: int = 32, splits: tu
     datalist.update(training=cases[:n_train], validation=cases[n_train : n_train + n_val], test=cases[n_train + n_val :])
     (out / "datalist.json").write_text(json.dumps(datalist))
     return out
+
+
+def write_dicom_xray(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", modality: str = "DX", frames: int = 1, pixel_data: bool = True, window=None, **tags) -> Path:
+    """A radiograph as an uncompressed 16-bit DICOM file (``pixels`` as stored), with any other
+    DICOM attributes given as ``tags`` (``ImagerPixelSpacing=[0.15, 0.15]``, ...)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, modality
+    if pixel_data:
+        arr = np.asarray(pixels, dtype=np.uint16)
+        ds.Rows, ds.Columns = arr.shape[-2:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        if frames > 1:
+            ds.NumberOfFrames = frames
+            arr = np.stack([arr] * frames)
+        if window is not None:
+            ds.WindowCenter, ds.WindowWidth = window
+        ds.PixelData = arr.tobytes()
+    for name, value in tags.items():
+        setattr(ds, name, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path

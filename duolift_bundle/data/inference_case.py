@@ -13,9 +13,10 @@ A case (:func:`inference_items`, from :func:`~duolift_bundle.data.discovery.disc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,10 @@ from monai.transforms import Transform
 from duolift_bundle.constants import CT_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain
-from duolift_bundle.data.xray_io import NORMALIZE, XRayInputError, load_xray
+from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
+from duolift_bundle.data.xray_contrast import load_reference
+from duolift_bundle.data.xray_io import XRayInputError
+from duolift_bundle.data.xray_placement import DEFAULT_MAGNIFICATION
 from duolift_bundle.geometry import Protocol
 
 __all__ = ["inference_items", "LoadInferenceCase"]
@@ -57,15 +61,32 @@ def inference_items(source: str | os.PathLike, views: int = 2) -> list[dict]:
 
 class LoadInferenceCase(Transform):
     """An item of :func:`inference_items` -> ``{"case", "kind", "source", "xray" (V, S, S)}``, plus
-    ``"ct"`` (the protocol volume, a MetaTensor in [0, 1]) for CT cases. X-ray files are read at
-    the protocol's X-ray size and scaled by ``normalize`` (:func:`~duolift_bundle.data.xray_io.load_xray`)."""
+    ``"ct"`` (the protocol volume, a MetaTensor in [0, 1]) for CT cases and ``"xray_info"``, the
+    JSON text of ``{view: info}`` (pixel size and its source, flips, notes; text, so that it
+    passes collation and decollation unchanged) for radiograph cases.
 
-    def __init__(self, views: int = 2, protocol: Protocol | None = None, normalize: str = "max") -> None:
-        if normalize not in NORMALIZE:
-            raise ValueError(f"X-ray normalize must be one of {NORMALIZE}, got {normalize!r}")
+    Radiograph files go through :func:`~duolift_bundle.data.radiograph.load_radiograph` with
+    the ``xray_*`` settings of ``inference.yaml`` (``normalize``, ``placement``,
+    ``pixel_spacing``, ``magnification``, ``contrast``, ``reference``: see
+    :class:`~duolift_bundle.data.radiograph.RadiographSettings`)."""
+
+    def __init__(
+        self,
+        views: int = 2,
+        protocol: Protocol | None = None,
+        normalize: str = "max",
+        placement: str = "physical",
+        pixel_spacing: float | Sequence[float] | None = None,
+        magnification: float = DEFAULT_MAGNIFICATION,
+        contrast: str = "none",
+        reference: str | os.PathLike | None = None,
+    ) -> None:
         self.views = views
         self.protocol = protocol or Protocol()
-        self.normalize = normalize
+        self.settings = RadiographSettings(normalize, placement, pixel_spacing, magnification, contrast, reference)
+        if contrast == "histogram":
+            load_reference(reference, VIEWS[:views])  # a missing or bad reference stops the run before the first case
+        self._references: dict = {}
         self._ct_chain = None
 
     def __call__(self, data: Mapping[str, Any]) -> dict:
@@ -78,5 +99,8 @@ class LoadInferenceCase(Transform):
             out = self._ct_chain({"case": item["case"], CT_KEY: item[CT_KEY], "series": item.get("series")})
             return {"case": item["case"], "kind": "ct", "source": str(item[CT_KEY]), XRAY_KEY: torch.as_tensor(np.asarray(out[XRAY_KEY]), dtype=torch.float32), CT_KEY: out[CT_KEY]}
         wanted = VIEWS[: self.views]
-        views = [load_xray(item[v], self.protocol.xray_size, self.normalize) for v in wanted]
-        return {"case": item["case"], "kind": "xray", "source": ", ".join(str(item[v]) for v in wanted), XRAY_KEY: torch.as_tensor(np.stack(views))}
+        images, info = [], {}
+        for view in wanted:
+            image, info[view] = load_radiograph(item[view], view, self.protocol, self.settings, self._references)
+            images.append(image)
+        return {"case": item["case"], "kind": "xray", "source": ", ".join(str(item[v]) for v in wanted), XRAY_KEY: torch.as_tensor(np.stack(images)), "xray_info": json.dumps(info)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SIZES", "sample_dir", "sample_datalist"]
+__all__ = ["SIZES", "REAL_RADIOGRAPH", "sample_dir", "sample_datalist", "real_radiograph"]
 
 
 SIZES = (128, 64)
@@ -23,3 +23,23 @@ def sample_dir(size: int = 128) -> Path:
 def sample_datalist(size: int = 128) -> Path:
     """``datalist.json`` of the sample cases at ``size``^3 (all in the ``test`` split)."""
     return sample_dir(size) / "datalist.json"
+
+
+#: the one real chest radiograph on PyPI: pydicom-data's PA film (CR, MONOCHROME1, 1955 x 1841,
+#: PixelSpacing 0, no lateral view, no CT; MIT licence)
+REAL_RADIOGRAPH = "RG1_UNCI.dcm"
+
+
+def real_radiograph() -> Path:
+    """Path of :data:`REAL_RADIOGRAPH` from the ``pydicom-data`` package (the ``test`` extra),
+    never downloaded.
+
+    Raises:
+        FileNotFoundError: ``pydicom-data`` is not installed (``pip install pydicom-data==1.0.0``).
+    """
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(REAL_RADIOGRAPH, download=False)
+    if not path:
+        raise FileNotFoundError(f"{REAL_RADIOGRAPH}: not found; install the pydicom-data package (pip install pydicom-data==1.0.0)")
+    return Path(path)

@@ -1,23 +1,19 @@
-"""Reading radiographs for inference: PNG / JPEG, 2D NIfTI and DICOM -> the network's X-ray input.
+"""Reading radiograph files: PNG / JPEG, 2D NIfTI and DICOM -> the image as displayed, and what the
+file says about its geometry.
 
-Every reader returns one ``(size, size)`` float32 image in [0, 1] in the bundle's convention
-(``docs/README.md``): displayed as a reader looks at the film (rows superior -> inferior; a
-frontal PA film with the patient's right on the image's left; a lateral film seen from the
-patient's left side, anterior on the left), dense structures bright. Steps:
-
-1. read: PNG / JPEG must be 8-bit greyscale (RGB, palette and 16-bit images are refused with
-   the reason: convert them first); a 2D NIfTI is taken as stored (rows = first array axis, the
-   layout ``prepare_data.py`` writes); a DICOM must hold one 2D image (a CT slice series, a
-   multi-frame object or a file without pixel data is refused). DICOM pixels go through the
-   modality LUT and the VOI LUT or window centre / width of the file (pydicom), and
-   MONOCHROME1 images are inverted so that dense is bright;
-2. intensities are scaled to [0, 1] as the training DRRs are (``normalize="max"``, the default):
-   divided by the image's maximum (X2CT-GAN's and ``prepare_data.py``'s DRRs are max-normalised,
-   so an X-ray file written by the preparation reaches the network exactly as in training; an
-   image with negative values is first shifted to a minimum of 0). ``normalize="minmax"`` maps
-   the image's own minimum to 0 and maximum to 1 instead (for radiographs whose background is
-   not black);
-3. a centred square crop (the shorter side), then area resampling to ``size`` pixels.
+:func:`read_radiograph` returns one ``(H, W)`` float32 image in the bundle's convention
+(``docs/README.md``) when the file follows it: displayed as a reader looks at the film (rows
+superior -> inferior; a frontal PA film with the patient's right on the image's left; a lateral
+film seen from the patient's left side, anterior on the left), dense structures bright. PNG /
+JPEG must be 8-bit greyscale (RGB, palette and 16-bit images are refused with the reason: convert
+them first); a 2D NIfTI is taken as stored (rows = first array axis, the layout
+``prepare_data.py`` writes); a DICOM must hold one 2D image (a CT slice series, a multi-frame
+object or a file without pixel data is refused). DICOM pixels go through the modality LUT and
+the VOI LUT or window centre / width of the file (pydicom), and MONOCHROME1 images are inverted so
+that dense is bright. The header it returns (DICOM pixel spacings, magnification, distances,
+view position and patient orientation; NIfTI ``pixdim``) is what
+:mod:`duolift_bundle.data.radiograph` uses to orient the film, place it on the training DRRs'
+detector in physical units and scale it.
 """
 
 from __future__ import annotations
@@ -31,7 +27,16 @@ import torch
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.geometry import CTProtocol
 
-__all__ = ["XRayInputError", "XRAY_SUFFIXES", "NORMALIZE", "load_xray", "is_xray_file", "square_resize", "find_view_files"]
+__all__ = [
+    "XRayInputError",
+    "XRAY_SUFFIXES",
+    "NORMALIZE",
+    "DICOM_GEOMETRY_TAGS",
+    "read_radiograph",
+    "is_xray_file",
+    "square_resize",
+    "find_view_files",
+]
 
 XRAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".dcm")
 
@@ -44,7 +49,21 @@ def is_xray_file(name: str) -> bool:
     return name.lower().endswith(XRAY_SUFFIXES)
 
 
-def _read_png(path: str) -> np.ndarray:
+#: DICOM attributes of a radiograph's geometry and view that :func:`read_radiograph` reports
+DICOM_GEOMETRY_TAGS = (
+    "ImagerPixelSpacing",
+    "PixelSpacing",
+    "EstimatedRadiographicMagnificationFactor",
+    "DistanceSourceToDetector",
+    "DistanceSourceToPatient",
+    "ViewPosition",
+    "PatientOrientation",
+    "ImageLaterality",
+    "Modality",
+)
+
+
+def _read_png(path: str) -> tuple[np.ndarray, dict]:
     from PIL import Image
 
     with Image.open(path) as im:
@@ -52,20 +71,35 @@ def _read_png(path: str) -> np.ndarray:
             raise XRayInputError(f"{path}: a 16-bit image (mode {im.mode}); save it as 8-bit greyscale or DICOM")
         if im.mode not in ("L", "LA"):
             raise XRayInputError(f"{path}: a {im.mode} image; X-rays must be greyscale (convert it to 8-bit 'L' first)")
-        return np.asarray(im.convert("L"), dtype=np.float32)
+        return np.asarray(im.convert("L"), dtype=np.float32), {"format": "image"}
 
 
-def _read_nifti(path: str) -> np.ndarray:
+def _read_nifti(path: str) -> tuple[np.ndarray, dict]:
     import nibabel as nib
 
-    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-    data = np.squeeze(data)
+    img = nib.load(path)
+    data = np.squeeze(np.asarray(img.dataobj, dtype=np.float32))
     if data.ndim != 2:
-        raise XRayInputError(f"{path}: a NIfTI X-ray must be 2D, got shape {tuple(np.asarray(nib.load(path).dataobj).shape)}")
-    return data
+        raise XRayInputError(f"{path}: a NIfTI X-ray must be 2D, got shape {tuple(img.shape)}")
+    zooms = [float(z) for z, n in zip(img.header.get_zooms(), img.shape) if n > 1][:2] if data.shape == img.shape[:2] else None
+    return data, {"format": "nifti", "pixdim": zooms}
 
 
-def _read_dicom(path: str) -> np.ndarray:
+def _dicom_value(ds, name: str):
+    value = ds.get(name)
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [v if isinstance(v, str) else float(v) for v in value]
+    if isinstance(value, str) or type(value).__name__ in ("PersonName",):
+        return str(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _read_dicom(path: str) -> tuple[np.ndarray, dict]:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -85,7 +119,36 @@ def _read_dicom(path: str) -> np.ndarray:
     image = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         image = image.max() - image  # MONOCHROME1: low values are displayed bright
-    return image
+    header = {"format": "dicom", **{name: _dicom_value(ds, name) for name in DICOM_GEOMETRY_TAGS}}
+    return image, header
+
+
+def read_radiograph(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """One radiograph file -> ``(image, header)``: the image ``(H, W)`` float32 as displayed
+    (dense bright, steps 1 of the module docstring, not yet scaled) and what the file says about
+    its geometry: ``format`` ("dicom", "nifti", "image"), DICOM's :data:`DICOM_GEOMETRY_TAGS`,
+    NIfTI's ``pixdim``.
+
+    Raises:
+        XRayInputError: the file is missing, unreadable or not a 2D greyscale radiograph.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise XRayInputError(f"{path}: file not found")
+    name = path.lower()
+    if name.endswith((".png", ".jpg", ".jpeg")):
+        image, header = _read_png(path)
+    elif name.endswith((".nii", ".nii.gz")):
+        image, header = _read_nifti(path)
+    else:
+        image, header = _read_dicom(path)
+    if image.ndim != 2:
+        raise XRayInputError(f"{path}: expected a 2D image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise XRayInputError(f"{path}: NaN or Inf pixels")
+    if float(image.max()) <= float(image.min()):
+        raise XRayInputError(f"{path}: a constant image (all pixels {float(image.min())})")
+    return image, header
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -103,33 +166,6 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 NORMALIZE = ("max", "minmax")
-
-
-def load_xray(path: str | os.PathLike, size: int = CTProtocol.size, normalize: str = "max") -> np.ndarray:
-    """One radiograph file -> ``(size, size)`` float32 in [0, 1] (see the module docstring)."""
-    if normalize not in NORMALIZE:
-        raise ValueError(f"X-ray normalize must be one of {NORMALIZE}, got {normalize!r}")
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise XRayInputError(f"{path}: file not found")
-    name = path.lower()
-    if name.endswith((".png", ".jpg", ".jpeg")):
-        image = _read_png(path)
-    elif name.endswith((".nii", ".nii.gz")):
-        image = _read_nifti(path)
-    else:
-        image = _read_dicom(path)
-    if image.ndim != 2:
-        raise XRayInputError(f"{path}: expected a 2D image, got shape {image.shape}")
-    if not np.isfinite(image).all():
-        raise XRayInputError(f"{path}: NaN or Inf pixels")
-    lo, hi = float(image.min()), float(image.max())
-    if hi <= lo:
-        raise XRayInputError(f"{path}: a constant image (all pixels {lo})")
-    if normalize == "max":
-        lo = min(lo, 0.0)
-    image = (image - lo) / (hi - lo)
-    return square_resize(image, size).clip(0, 1).astype(np.float32)
 
 
 def find_view_files(folder: str | os.PathLike) -> dict[str, str]:

@@ -7,6 +7,7 @@ paper's."""
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from typing import Any
@@ -166,7 +167,9 @@ class FigureWriter:
 
 class InferenceSummary:
     """Ignite handler: a progress bar, a log line per case (files written, projection
-    consistency) and, when the run completes, ``<output_dir>/summary.json`` ``{"cases": [...],
+    consistency and the quality report of
+    :class:`~duolift_bundle.transforms.consistency.ProjectionConsistencyd`; a warning line per
+    note on its inputs, such as an estimated pixel size) and, when the run completes, ``<output_dir>/summary.json`` ``{"cases": [...],
     "failed": {case: reason}}`` and ``failed.json`` (the failures a
     :class:`~duolift_bundle.engines.case_failures.CaseTolerantEvaluator` recorded)."""
 
@@ -203,9 +206,15 @@ class InferenceSummary:
         for merged in merged_items:
             row = {"case": merged.get("case"), "kind": merged.get("kind"), "source": merged.get("source"), "files": merged.get("written", [])}
             row.update(merged.get("consistency", {}))
+            inputs = json.loads(merged["xray_info"]) if merged.get("xray_info") else {}
+            warnings = [f"{view}: {note}" for view, info in inputs.items() for note in info.get("notes", [])]
+            warnings += list(merged.get("quality_warnings", []))
+            row.update(inputs=inputs, warnings=warnings)
             self.rows.append(row)
             scores = " ".join(f"{k}={v}" for k, v in merged.get("consistency", {}).items())
             logger.info("%s (%s): wrote %s; projection consistency %s", row["case"], row["kind"], ", ".join(row["files"]), scores)
+            for warning in warnings:
+                logger.warning("%s: %s", row["case"], warning)
         if self._bar is not None:
             self._bar.update(1)  # total: iterations (engine.state.epoch_length)
 

@@ -1,14 +1,17 @@
-"""Projection consistency: a quality signal of a reconstruction that needs no ground truth."""
+"""Projection consistency and the inference quality report: signals of a reconstruction's quality
+that need no ground truth."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from monai.transforms import MapTransform
 
 from duolift_bundle.constants import PRED_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.metrics.image import psnr_image, ssim_image
 from duolift_bundle.transforms.drr import DRRProjector
@@ -19,15 +22,32 @@ __all__ = ["ProjectionConsistencyd"]
 class ProjectionConsistencyd(MapTransform):
     """Re-project each volume of ``keys`` (the reconstruction ``pred``, ``(1, D, H, W)`` in
     [0, 1]) with the DRRs of ``protocol`` and compare it with the input X-rays ``xray_key``
-    ``(V, S, S)`` view by view: adds ``"consistency": {"frontal_psnr", "frontal_ssim", ...}``
-    (PSNR / SSIM of :mod:`duolift_bundle.metrics.image`)."""
+    ``(V, S, S)`` view by view. Adds
 
-    def __init__(self, keys: Hashable = PRED_KEY, views: int = 2, protocol: Protocol | None = None, xray_key: str = XRAY_KEY, output_key: str = "consistency") -> None:
+    - ``"consistency"``: ``{"<view>_psnr", "<view>_ssim"}`` (:mod:`duolift_bundle.metrics.image`)
+      and ``{"<view>_lung_dice", "<view>_body_dice"}``, the overlap of the lung fields and body
+      outline found in the input with those found in the re-projection
+      (:func:`~duolift_bundle.data.radiograph_fields.radiograph_fields`);
+    - ``"quality_warnings"``: a list of sentences for the summary (no lung fields found in an
+      input; lung-field overlap below ``min_lung_dice``);
+    - ``"reprojection"`` ``(V, S, S)`` and ``"input_lung_fields"`` ``(V, S, S)`` for the figure.
+    """
+
+    def __init__(
+        self,
+        keys: Hashable = PRED_KEY,
+        views: int = 2,
+        protocol: Protocol | None = None,
+        xray_key: str = XRAY_KEY,
+        output_key: str = "consistency",
+        min_lung_dice: float = 0.5,
+    ) -> None:
         super().__init__(keys)
         self.views = VIEWS[:views]
         self.projector = DRRProjector.from_protocol(protocol or Protocol(), self.views)
         self.xray_key = xray_key
         self.output_key = output_key
+        self.min_lung_dice = min_lung_dice
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -36,9 +56,21 @@ class ProjectionConsistencyd(MapTransform):
             pred = torch.as_tensor(d[key]).float().detach().cpu()
             with torch.no_grad():
                 reproj = self.projector(pred[None])[0]
-            scores = {}
+            scores, warnings, fields = {}, [], []
             for i, view in enumerate(self.views):
                 scores[f"{view}_psnr"] = round(psnr_image(reproj[i], xray[i]), 3)
                 scores[f"{view}_ssim"] = round(ssim_image(reproj[i], xray[i]), 4)
+                seen, made = radiograph_fields(xray[i].numpy()), radiograph_fields(reproj[i].numpy())
+                scores[f"{view}_body_dice"] = round(mask_dice(seen.body, made.body), 4)
+                fields.append(seen.lungs)
+                if not seen.found_lungs:
+                    warnings.append(f"{view}: no two lung fields found in the input; is it a chest radiograph of this view?")
+                    continue
+                scores[f"{view}_lung_dice"] = round(mask_dice(seen.lungs, made.lungs), 4)
+                if scores[f"{view}_lung_dice"] < self.min_lung_dice:
+                    warnings.append(f"{view}: the reconstruction's lung fields overlap the input's by {scores[f'{view}_lung_dice']:.2f} (Dice) only")
             d[self.output_key] = scores
+            d["quality_warnings"] = warnings
+            d["reprojection"] = reproj
+            d["input_lung_fields"] = np.stack(fields)
         return d

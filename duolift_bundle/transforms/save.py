@@ -16,7 +16,7 @@ from duolift_bundle.constants import CT_KEY, PRED_KEY, unit_to_hu
 from duolift_bundle.geometry import CTProtocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
 
-__all__ = ["ToReferenceGeometryd", "SaveReconstructiond"]
+__all__ = ["ToReferenceGeometryd", "SaveReconstructiond", "SaveInferenceFigured"]
 
 
 class ToReferenceGeometryd(MapTransform):
@@ -98,4 +98,30 @@ class SaveReconstructiond(MapTransform):
                     nib.save(img, tmp)
                 written.append(path)
         d["written"] = written
+        return d
+
+
+class SaveInferenceFigured(MapTransform):
+    """Write ``<output_dir>/<case>/figure.png`` (:func:`duolift_bundle.viz.inference_figure`: the
+    inputs as the network saw them, the re-projections of :class:`ProjectionConsistencyd`,
+    tri-planar slices of the reconstruction ``keys``) and add its path to ``"written"``."""
+
+    def __init__(self, keys: Hashable = PRED_KEY, output_dir: str = ".", xray_key: str = "xray") -> None:
+        super().__init__(keys)
+        self.output_dir = os.fspath(output_dir)
+        self.xray_key = xray_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from duolift_bundle.viz import inference_figure
+
+        d = dict(data)
+        if "reprojection" not in d:
+            raise KeyError(f"{d['case']}: no 'reprojection'; run ProjectionConsistencyd before SaveInferenceFigured")
+        path = os.path.join(self.output_dir, str(d["case"]), "figure.png")
+        scores = d.get("consistency", {})
+        views = [k[: -len("_psnr")] for k in scores if k.endswith("_psnr")]
+        shown = ", ".join(f"{v} {scores[v + '_psnr']:.1f} dB" + (f", lung Dice {scores[v + '_lung_dice']:.2f}" if v + "_lung_dice" in scores else "") for v in views)
+        for key in self.key_iterator(d):
+            inference_figure(d[self.xray_key], d["reprojection"], d[key], path, title=f"{d['case']}: re-projection vs input {shown}", lung_fields=d.get("input_lung_fields"))
+        d["written"] = [*d.get("written", []), path]
         return d

@@ -303,8 +303,9 @@ def test_single_view_config_reconstructs_one_frontal_radiograph_file(tmp_path):
 
     _frontal_png("normal001", tmp_path / "in" / "normal001")
     out = tmp_path / "out"
+    pixel_mm = 500.0 * 541.0 / 949.0 / 64  # a PNG carries no pixel size: the DRR's, at the patient, given as the README says
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", "['configs/inference.yaml','configs/inference_single_view.yaml']",
-           "--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--progress", "False"]  # fmt: skip
+           "--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--progress", "False", "--xray_pixel_spacing", str(pixel_mm)]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     img = nib.load(out / "normal001" / "recon_hu.nii.gz")

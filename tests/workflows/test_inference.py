@@ -15,37 +15,22 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, make_small_prepared
+from conftest import ROOT, make_small_prepared, write_dicom_xray
 from duolift_bundle.data.inference_case import LoadInferenceCase, inference_items
-from duolift_bundle.data.xray_io import XRayInputError, load_xray, square_resize
+from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
+from duolift_bundle.data.xray_io import XRayInputError, read_radiograph, square_resize
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.networks import DuoLiftGenerator, load_generator
 
 
 
-def write_dicom_xray(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", modality: str = "DX", frames: int = 1, pixel_data: bool = True, window=None) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+def load_xray(path, size: int = 20, normalize: str = "max") -> np.ndarray:
+    """A radiograph through the bundle's reading path with the square placement (a centred square
+    of the shorter side; the physical placement has its own tests in tests/data/test_radiograph.py)."""
+    from duolift_bundle.geometry import Protocol
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, modality
-    if pixel_data:
-        arr = np.asarray(pixels, dtype=np.uint16)
-        ds.Rows, ds.Columns = arr.shape[-2:]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        if frames > 1:
-            ds.NumberOfFrames = frames
-            arr = np.stack([arr] * frames)
-        if window is not None:
-            ds.WindowCenter, ds.WindowWidth = window
-        ds.PixelData = arr.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    protocol = Protocol.build(size=32, output_size=size)
+    return load_radiograph(path, "frontal", protocol, RadiographSettings(normalize=normalize, placement="square"))[0]
 
 
 @pytest.fixture()
@@ -139,7 +124,7 @@ def test_prepared_drr_files_reach_the_network_as_in_training(tmp_path):
     # a signed image is shifted to a minimum of 0 before the division
     nib.save(nib.Nifti1Image(np.array([[-1.0, 0.0], [1.0, 3.0]], np.float32), np.eye(4)), tmp_path / "s.nii.gz")
     np.testing.assert_allclose(load_xray(tmp_path / "s.nii.gz", 2), [[0.0, 0.25], [0.5, 1.0]], atol=1e-6)
-    with pytest.raises(ValueError, match="normalize must be one of"):
+    with pytest.raises(ValueError, match="xray_normalize must be one of"):
         load_xray(path, 64, normalize="zscore")
 
 
@@ -441,3 +426,42 @@ def test_make_figure_script(tmp_path):
     nib.save(nib.Nifti1Image(target[:8], np.eye(4)), tmp_path / "small.nii.gz")
     bad = subprocess.run(script + ["--recon", str(tmp_path / "small.nii.gz"), "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
     assert bad.returncode != 0 and "differs from the target" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_real_radiograph_through_the_single_view_model(tmp_path):
+    """pydicom-data's PA film (PixelSpacing 0, MONOCHROME1): one note about the spacing estimate,
+    the quality report, a figure, and lungs where the film's lung fields are."""
+    from scipy import ndimage
+
+    from duolift_bundle.data.sample import real_radiograph
+
+    try:
+        film = real_radiograph()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    case = tmp_path / "in" / "rg1"
+    case.mkdir(parents=True)
+    shutil.copy(film, case / "frontal.dcm")
+    out = tmp_path / "out"
+    result = bundle("inferring", "['configs/inference.yaml','configs/inference_single_view.yaml']", "--input_dir", str(case), "--output_dir", str(out), "--progress", "False")
+    assert result.returncode == 0, result.stderr[-4000:]
+    (row,) = json.loads((out / "summary.json").read_text())["cases"]
+    info = row["inputs"]["frontal"]
+    assert info["spacing_estimated"] and info["spacing_source"] == "estimate: lung field width"
+    assert 0.1 < info["pixel_mm"][0] < 0.3  # a chest film's pixel, not the network's 4.5 mm
+    assert [w for w in row["warnings"] if "no usable pixel size" in w] and (result.stdout + result.stderr).count("estimated") == 1
+    assert row["frontal_lung_dice"] > 0.7 and row["frontal_body_dice"] > 0.8
+    assert info["histogram_distance"] > 0.16 and [w for w in row["warnings"] if "far from the training DRRs" in w]  # a processed film
+    assert (out / "rg1" / "figure.png").stat().st_size > 20_000
+    # independent of the report's segmentation: the reconstruction's air-filled lungs, seen from the
+    # front, are two regions, one each side of the midline
+    hu = nib.load(out / "rg1" / "recon_hu.nii.gz").get_fdata()
+    assert hu.shape == (64, 64, 64)
+    body = np.stack([ndimage.binary_fill_holes(s > -300) for s in hu])  # axial slices (y: anterior -> posterior, x: right -> left)
+    coronal = ((hu < -500) & body).any(axis=1)  # (z, x): lung air inside the body somewhere along the beam
+    labels, n = ndimage.label(ndimage.binary_opening(coronal))
+    sizes = ndimage.sum(coronal, labels, range(1, n + 1))
+    big = [i + 1 for i in np.argsort(sizes)[::-1][:2]]
+    sides = sorted(np.nonzero(labels == b)[1].mean() for b in big)
+    assert sides[0] < 32 < sides[1]

@@ -1,0 +1,140 @@
+"""A radiograph file -> the network's X-ray input, in physical units: read, oriented, resampled
+onto the training DRRs' detector field and contrast-matched (``inference.yaml``'s ``xray_*``).
+
+Steps (:func:`load_radiograph`):
+
+1. read (:func:`~duolift_bundle.data.xray_io.read_radiograph`: greyscale checks, DICOM LUTs,
+   MONOCHROME1 inverted);
+2. orient (:func:`~duolift_bundle.data.xray_placement.orientation_flips`: DICOM
+   ``PatientOrientation``);
+3. place (``xray_placement``): ``physical`` resamples the film by its pixel size at the patient
+   onto the detector field (:mod:`~duolift_bundle.data.xray_placement`), ``square`` crops a
+   centred square of its shorter side (the former behaviour);
+4. scale to [0, 1] at the network's size, as the training DRRs are normalised after their own
+   resampling (``xray_normalize``: ``max`` divides by the maximum, or ``minmax``); where the
+   film does not reach, the value that scales to 0 (air);
+5. contrast (``xray_contrast``, :mod:`~duolift_bundle.data.xray_contrast`).
+
+Each view also returns what was done (``info``: pixel size and its source, flips, notes), which
+the inference summary reports per case.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from duolift_bundle.data.xray_contrast import CONTRAST, DISTANCE_WARNING, histogram_distance, load_reference, match_to_reference
+from duolift_bundle.data.xray_io import NORMALIZE, read_radiograph, square_resize
+from duolift_bundle.data.xray_placement import (
+    DEFAULT_MAGNIFICATION,
+    estimate_pixel_mm,
+    field_mm,
+    film_coverage,
+    orientation_flips,
+    patient_pixel_mm,
+    place_on_detector,
+)
+from duolift_bundle.geometry import Protocol
+
+__all__ = ["PLACEMENT", "RadiographSettings", "load_radiograph"]
+
+PLACEMENT = ("physical", "square")
+
+
+@dataclass
+class RadiographSettings:
+    """The ``xray_*`` settings of ``inference.yaml``.
+
+    Args:
+        normalize: ``"max"`` or ``"minmax"`` (step 4).
+        placement: ``"physical"`` or ``"square"`` (step 3).
+        pixel_spacing: mm at the patient for files that carry no pixel size (PNG / JPEG).
+        magnification: for a DICOM ``ImagerPixelSpacing`` without distances.
+        contrast: ``"none"`` or ``"histogram"`` (step 5).
+        reference: the reference histogram file of ``contrast="histogram"``.
+    """
+
+    normalize: str = "max"
+    placement: str = "physical"
+    pixel_spacing: Optional[float | Sequence[float]] = None
+    magnification: float = DEFAULT_MAGNIFICATION
+    contrast: str = "none"
+    reference: Optional[str | os.PathLike] = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("xray_normalize", self.normalize, NORMALIZE), ("xray_placement", self.placement, PLACEMENT), ("xray_contrast", self.contrast, CONTRAST)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not self.magnification or float(self.magnification) < 1.0:
+            raise ValueError(f"xray_magnification must be >= 1 (source-detector / source-patient distance), got {self.magnification}")
+        if self.contrast == "histogram" and self.reference is None:
+            raise ValueError("xray_contrast 'histogram' needs xray_reference (the training DRRs' histogram file)")
+
+
+def _reference(settings: RadiographSettings, view: str, cache: dict | None) -> Optional[np.ndarray]:
+    """The reference quantiles of ``view``: required with ``contrast="histogram"``, else used for
+    the distance of the quality report when the file is there."""
+    if settings.reference is None or (settings.contrast == "none" and not os.path.isfile(settings.reference)):
+        return None
+    cache = cache if cache is not None else {}
+    key = (os.fspath(settings.reference), view)
+    if key not in cache:
+        cache[key] = load_reference(settings.reference, [view])[view]
+    return cache[key]
+
+
+def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, settings: RadiographSettings, _references: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One radiograph file of ``view`` -> ``(image, info)``: the ``(S, S)`` float32 network input
+    in [0, 1] (``S`` = the protocol's X-ray size) and a record of the steps (see the module
+    docstring): ``pixel_mm``, ``spacing_source``, ``spacing_estimated``, ``flips``, ``film_fraction``
+    (share of the field the film covers), ``histogram_distance`` (to the training DRRs' reference,
+    when it is there; flagged above :data:`~duolift_bundle.data.xray_contrast.DISTANCE_WARNING`),
+    ``notes``."""
+    path = os.fspath(path)
+    geometry = protocol.drr.geometry
+    size = protocol.xray_size
+    image, header = read_radiograph(path)
+    flip_rows, flip_cols, notes = orientation_flips(header, view)
+    if flip_rows:
+        image = image[::-1]
+    if flip_cols:
+        image = image[:, ::-1]
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    # the value that scales to 0 fills the field where there is no film (air, as in a DRR)
+    lo = min(float(image.min()), 0.0) if settings.normalize == "max" else float(image.min())
+    info: dict[str, Any] = {"file": path, "flips": [a for a, f in (("rows", flip_rows), ("columns", flip_cols)) if f]}
+    if settings.placement == "square":
+        placed = square_resize(image, size)
+        covered = np.ones((size, size), bool)
+        info.update(spacing_source="none: centred square of the shorter side (xray_placement square)", spacing_estimated=False)
+    else:
+        spacing = patient_pixel_mm(path, image.shape, header, geometry, settings.pixel_spacing, settings.magnification)
+        if spacing is None:
+            why = "no pixel size in the file" if header.get("format") == "image" else "no usable pixel size in the file"
+            spacing = estimate_pixel_mm(path, image, geometry, size, why)
+            notes.append(spacing.note)
+        placed = place_on_detector(image, spacing, geometry, size, fill=lo)
+        covered = film_coverage(image.shape, spacing, geometry, size)
+        info.update(pixel_mm=[round(spacing.row_mm, 5), round(spacing.col_mm, 5)], spacing_source=spacing.source, spacing_estimated=spacing.estimated)
+        if covered.mean() < 0.9:
+            notes.append(f"the film covers {100 * covered.mean():.0f}% of the {field_mm(geometry):.0f} mm field; the rest is padded")
+    # scaled at the network's size, as the training DRRs are normalised after their resampling
+    hi = float(placed.max())
+    placed = (placed - lo) / (hi - lo) if hi > lo else np.zeros_like(placed)
+    quantiles = _reference(settings, view, _references)
+    if quantiles is not None:
+        info["histogram_distance"] = round(histogram_distance(placed, quantiles, covered), 4)
+        if settings.contrast == "none" and info["histogram_distance"] > DISTANCE_WARNING:
+            notes.append(
+                f"its intensities are far from the training DRRs' (distance {info['histogram_distance']:.2f} > {DISTANCE_WARNING}); "
+                "a processed film? --xray_contrast histogram matches them"
+            )
+    if settings.contrast == "histogram":
+        placed = match_to_reference(placed, quantiles, covered)
+    info["film_fraction"] = round(float(covered.mean()), 4)
+    info["notes"] = notes
+    return np.clip(placed, 0.0, 1.0).astype(np.float32), info
