@@ -9,12 +9,15 @@ any exception in ``RuntimeError: Failed to evaluate ConfigExpression ...``; a tr
 wrapped again in ``RuntimeError: applying transform ...``. The bundle's message then sits in the
 middle of a long traceback. :func:`install_last_line_hook` (installed when the package is imported)
 keeps Python's traceback and prints the innermost :class:`DuoLiftError` of the chain (else the
-chain's root cause) once more as the very last line, ``error: <Type>: <message>``. An exception
-that wraps nothing is printed exactly as before.
+chain's root cause) once more as the very last line, ``error: <Type>: <message>``, and ends the
+process there with status 1 (the interpreter's teardown could otherwise print after it). An
+exception that wraps nothing is printed exactly as before.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from types import TracebackType
 from typing import Optional
@@ -57,6 +60,12 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: Optional[Traceb
     if line is not None:
         sys.stderr.flush()
         print(line, file=sys.stderr, flush=True)
+        # end here, with status 1: the interpreter's teardown of a failed run can still print
+        # after this line (a worker thread's native "terminate called ..."), and nothing is left
+        # to clean up that matters once every output was written atomically
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def install_last_line_hook() -> None:

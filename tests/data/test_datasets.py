@@ -110,8 +110,8 @@ def test_metadata_single_source_and_fields():
     assert meta["version"] in meta["changelog"]
     inp = meta["network_data_format"]["inputs"]["image"]
     out = meta["network_data_format"]["outputs"]["pred"]
-    assert inp["num_channels"] == 2 and inp["spatial_shape"] == [128, 128]
-    assert out["spatial_shape"] == [128, 128, 128] and out["value_range"] == [0, 1]
+    assert inp["num_channels"] == 2 and inp["spatial_shape"] == [64, 64]  # the shipped double-view model
+    assert out["spatial_shape"] == [64, 64, 64] and out["value_range"] == [0, 1]
 
 
 def test_preparing_draws_the_raw_route_of_train_yaml(phantom_set, tmp_path):

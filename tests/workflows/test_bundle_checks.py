@@ -76,6 +76,7 @@ CONFIG_STACKS = {
     "evaluate.yaml": ("infer", "evaluating", ["inference.yaml"]),
     "baseline_mean.yaml": ("infer", "evaluating", ["inference.yaml", "evaluate.yaml", "demo.yaml"]),
     "inference_single_view.yaml": ("infer", "inferring", ["inference.yaml"]),
+    "paper.yaml": ("infer", "inferring", ["inference.yaml"]),
     "train_real.yaml": ("train", "training", ["train.yaml"]),
     "train_real_single_view.yaml": ("train", "training", ["train.yaml", "train_real.yaml"]),
     "mlflow_tracking.yaml": (None, None, []),  # a --tracking settings file, not a config to merge

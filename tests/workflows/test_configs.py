@@ -81,12 +81,20 @@ def test_paper_recipe_reaches_the_objects():
 SHARED_IDS = ["views", "size", "width", "lift", "dual_branch", "dropout", "protocol", "network_def"]
 
 
-def test_train_and_inference_agree_on_the_model_and_protocol():
+@pytest.mark.parametrize(
+    "train_files, infer_files",
+    [
+        (["train.yaml", "demo.yaml"], ["inference.yaml"]),  # the shipped double-view model (inference's default)
+        (["train.yaml"], ["inference.yaml", "paper.yaml"]),  # the paper's network (training's default)
+        (["train.yaml", "train_real.yaml", "train_real_single_view.yaml"], ["inference.yaml", "inference_single_view.yaml"]),
+    ],
+)
+def test_train_and_inference_agree_on_the_model_and_protocol(train_files, infer_files):
     train, infer = ConfigParser(), ConfigParser()
-    train.read_config(str(ROOT / "configs" / "train.yaml"))
-    infer.read_config(str(ROOT / "configs" / "inference.yaml"))
+    train.read_config([str(ROOT / "configs" / f) for f in train_files])
+    infer.read_config([str(ROOT / "configs" / f) for f in infer_files])
     for key in SHARED_IDS:
-        assert train[key] == infer[key], f"train.yaml and inference.yaml disagree on {key!r}"
+        assert train[key] == infer[key], f"{train_files} and {infer_files} disagree on {key!r}"
     for parser in (train, infer):
         parser["bundle_root"] = str(ROOT)
     assert train.get_parsed_content("protocol") == infer.get_parsed_content("protocol")

@@ -315,7 +315,7 @@ def test_inference_on_the_real_chest_ct(real_ct_dir, tmp_path):
     case = next(p for p in prepared.iterdir() if (p / "ct.nii.gz").exists())
     out = tmp_path / "out"
     result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(real_ct_dir), "--output_dir", str(out),
-                    "--ckpt_path", str(model), "--width", "0.0625")  # fmt: skip
+                    "--ckpt_path", str(model), "--size", "128", "--width", "0.0625")  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     written = list(out.rglob("recon_hu.nii.gz"))
     assert len(written) == 1
