@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from duolift_bundle.constants import VIEWS
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.io_utils import atomic_path
 
@@ -163,7 +164,7 @@ def inference_figure(xray, reprojection, volume, path: str | os.PathLike, title:
     import matplotlib.pyplot as plt
 
     xr, rp = _np(xray), _np(reprojection)
-    names = ("frontal", "lateral")[: xr.shape[0]]
+    names = VIEWS[: xr.shape[0]]
     n_cols = max(3, 2 * xr.shape[0])
     fig, axes = plt.subplots(2, n_cols, figsize=(2.8 * n_cols, 6.0), squeeze=False)
     for ax in axes.ravel():

@@ -131,9 +131,9 @@ def export(out: str, name: str = NAME) -> Path:
                 shutil.copy2(src, tmp / "models" / item)
         shutil.copytree(ROOT / "duolift_bundle", tmp / "duolift_bundle", ignore=ignore)
         (tmp / "docs" / "figures").mkdir(parents=True)
-        (tmp / "docs" / "README.md").write_text(_card(meta))
+        card = _card(meta)
+        (tmp / "docs" / "README.md").write_text(card)
         shutil.copy2(ROOT / "docs" / "data_license.txt", tmp / "docs" / "data_license.txt")
-        card = (tmp / "docs" / "README.md").read_text()
         for figure in sorted((ROOT / "docs" / "figures").glob("*.png")):
             if f"figures/{figure.name}" in card:
                 shutil.copy2(figure, tmp / "docs" / "figures" / figure.name)

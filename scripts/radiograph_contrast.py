@@ -89,11 +89,11 @@ def main(out: str = "docs/radiograph_contrast.json") -> None:
             network = parser.get_parsed_content("network").eval()
             reference = parser.get_parsed_content("xray_reference")
             pixel_mm = field_mm(protocol.drr.geometry) / protocol.xray_size
+            settings = {contrast: RadiographSettings(contrast=contrast, reference=reference) for contrast in CONTRASTS}  # each reads the reference once
             for variant, mapping in VARIANTS.items():
                 films = {v: _film(drrs[v], mapping, tmp, f"{variant.replace(' ', '_')}_{v}", pixel_mm) for v in VIEWS[:views]}
                 for contrast in CONTRASTS:
-                    settings = RadiographSettings(contrast=contrast, reference=reference)
-                    x = np.stack([load_radiograph(films[v], v, protocol, settings)[0] for v in VIEWS[:views]])
+                    x = np.stack([load_radiograph(films[v], v, protocol, settings[contrast])[0] for v in VIEWS[:views]])
                     with torch.no_grad():
                         pred = network(torch.as_tensor(x)[None])[0]
                     row = {
@@ -107,7 +107,7 @@ def main(out: str = "docs/radiograph_contrast.json") -> None:
                 film = real_radiograph()
                 check = ProjectionConsistencyd(views=1, protocol=protocol)
                 for contrast in CONTRASTS:
-                    x, info = load_radiograph(film, "frontal", protocol, RadiographSettings(contrast=contrast, reference=reference))
+                    x, info = load_radiograph(film, "frontal", protocol, settings[contrast])
                     with torch.no_grad():
                         pred = network(torch.as_tensor(x)[None, None])[0]
                     scores = check({"xray": torch.as_tensor(x)[None], "pred": pred})["consistency"]

@@ -27,7 +27,6 @@ from duolift_bundle.constants import CT_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
-from duolift_bundle.data.xray_contrast import load_reference
 from duolift_bundle.data.xray_io import XRayInputError
 from duolift_bundle.data.xray_placement import DEFAULT_MAGNIFICATION
 from duolift_bundle.geometry import Protocol
@@ -84,9 +83,9 @@ class LoadInferenceCase(Transform):
         self.views = views
         self.protocol = protocol or Protocol()
         self.settings = RadiographSettings(normalize, placement, pixel_spacing, magnification, contrast, reference)
-        if contrast == "histogram":
-            load_reference(reference, VIEWS[:views])  # a missing or bad reference stops the run before the first case
-        self._references: dict = {}
+        if contrast == "histogram":  # a missing or bad reference stops the run before the first case
+            for view in VIEWS[:views]:
+                self.settings.reference_quantiles(view)
         self._ct_chain = None
 
     def __call__(self, data: Mapping[str, Any]) -> dict:
@@ -101,6 +100,6 @@ class LoadInferenceCase(Transform):
         wanted = VIEWS[: self.views]
         images, info = [], {}
         for view in wanted:
-            image, info[view] = load_radiograph(item[view], view, self.protocol, self.settings, self._references)
+            image, info[view] = load_radiograph(item[view], view, self.protocol, self.settings)
             images.append(image)
         return {"case": item["case"], "kind": "xray", "source": ", ".join(str(item[v]) for v in wanted), XRAY_KEY: torch.as_tensor(np.stack(images)), "xray_info": json.dumps(info)}

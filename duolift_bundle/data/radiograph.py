@@ -22,7 +22,7 @@ the inference summary reports per case.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -33,7 +33,6 @@ from duolift_bundle.data.xray_placement import (
     DEFAULT_MAGNIFICATION,
     estimate_pixel_mm,
     field_mm,
-    film_coverage,
     orientation_flips,
     patient_pixel_mm,
     place_on_detector,
@@ -64,6 +63,7 @@ class RadiographSettings:
     magnification: float = DEFAULT_MAGNIFICATION
     contrast: str = "none"
     reference: Optional[str | os.PathLike] = None
+    _quantiles: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("xray_normalize", self.normalize, NORMALIZE), ("xray_placement", self.placement, PLACEMENT), ("xray_contrast", self.contrast, CONTRAST)):
@@ -75,19 +75,18 @@ class RadiographSettings:
             raise ValueError("xray_contrast 'histogram' needs xray_reference (the training DRRs' histogram file)")
 
 
-def _reference(settings: RadiographSettings, view: str, cache: dict | None) -> Optional[np.ndarray]:
-    """The reference quantiles of ``view``: required with ``contrast="histogram"``, else used for
-    the distance of the quality report when the file is there."""
-    if settings.reference is None or (settings.contrast == "none" and not os.path.isfile(settings.reference)):
-        return None
-    cache = cache if cache is not None else {}
-    key = (os.fspath(settings.reference), view)
-    if key not in cache:
-        cache[key] = load_reference(settings.reference, [view])[view]
-    return cache[key]
+    def reference_quantiles(self, view: str) -> Optional[np.ndarray]:
+        """The reference quantiles of ``view``, read once: required with ``contrast="histogram"``
+        (a missing or bad file raises), else used for the quality report's distance when the
+        file is there (None otherwise)."""
+        if self.reference is None or (self.contrast == "none" and not os.path.isfile(self.reference)):
+            return None
+        if view not in self._quantiles:
+            self._quantiles[view] = load_reference(self.reference, [view])[view]
+        return self._quantiles[view]
 
 
-def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, settings: RadiographSettings, _references: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, settings: RadiographSettings) -> tuple[np.ndarray, dict[str, Any]]:
     """One radiograph file of ``view`` -> ``(image, info)``: the ``(S, S)`` float32 network input
     in [0, 1] (``S`` = the protocol's X-ray size) and a record of the steps (see the module
     docstring): ``pixel_mm``, ``spacing_source``, ``spacing_estimated``, ``flips``, ``film_fraction``
@@ -115,17 +114,16 @@ def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, sett
         spacing = patient_pixel_mm(path, image.shape, header, geometry, settings.pixel_spacing, settings.magnification)
         if spacing is None:
             why = "no pixel size in the file" if header.get("format") == "image" else "no usable pixel size in the file"
-            spacing = estimate_pixel_mm(path, image, geometry, size, why)
+            spacing = estimate_pixel_mm(image, geometry, why)
             notes.append(spacing.note)
-        placed = place_on_detector(image, spacing, geometry, size, fill=lo)
-        covered = film_coverage(image.shape, spacing, geometry, size)
+        placed, covered = place_on_detector(image, spacing, geometry, size, fill=lo)
         info.update(pixel_mm=[round(spacing.row_mm, 5), round(spacing.col_mm, 5)], spacing_source=spacing.source, spacing_estimated=spacing.estimated)
         if covered.mean() < 0.9:
             notes.append(f"the film covers {100 * covered.mean():.0f}% of the {field_mm(geometry):.0f} mm field; the rest is padded")
     # scaled at the network's size, as the training DRRs are normalised after their resampling
     hi = float(placed.max())
     placed = (placed - lo) / (hi - lo) if hi > lo else np.zeros_like(placed)
-    quantiles = _reference(settings, view, _references)
+    quantiles = settings.reference_quantiles(view)
     if quantiles is not None:
         info["histogram_distance"] = round(histogram_distance(placed, quantiles, covered), 4)
         if settings.contrast == "none" and info["histogram_distance"] > DISTANCE_WARNING:

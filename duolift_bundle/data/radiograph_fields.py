@@ -56,9 +56,10 @@ def radiograph_fields(image: np.ndarray, work: int = 128, min_lung_fraction: flo
     if float(small.max() - small.min()) <= 1e-6:
         empty = np.zeros((h, w), bool)
         return RadiographFields(empty, empty.copy(), False)
-    # body: above the air / tissue threshold of the whole image (air only where there is some)
-    air = threshold_otsu(small)
-    body = ndimage.binary_fill_holes(small > min(air, np.percentile(small, 5) + 0.25 * (air - np.percentile(small, 5))))
+    # body: above the air / tissue threshold of the whole image, lowered towards its darkest
+    # pixels (a film without air around the patient has no air / tissue split to find)
+    tissue, darkest = threshold_otsu(small), np.percentile(small, 5)
+    body = ndimage.binary_fill_holes(small > darkest + 0.25 * (tissue - darkest))
     # lung fields: below the lung / mediastinum threshold of the central region, where the two
     # lungs and the mediastinum between them dominate
     centre = small[int(0.15 * sh) : int(0.75 * sh), int(0.2 * sw) : int(0.8 * sw)]

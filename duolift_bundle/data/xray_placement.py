@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -55,7 +55,6 @@ __all__ = [
     "estimate_pixel_mm",
     "orientation_flips",
     "place_on_detector",
-    "film_coverage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,6 @@ class Spacing:
     source: str
     estimated: bool = False
     note: str = ""
-    details: dict = field(default_factory=dict)
 
 
 def field_mm(geometry: DRRGeometry) -> float:
@@ -95,7 +93,7 @@ def _pair(value: Any) -> Optional[tuple[float, float]]:
     if value is None:
         return None
     try:
-        vals = [float(v) for v in (value if isinstance(value, (list, tuple, Sequence)) and not isinstance(value, str) else [value])]
+        vals = [float(v) for v in (value if isinstance(value, Sequence) and not isinstance(value, str) else [value])]
     except (TypeError, ValueError):
         return None
     if len(vals) == 1:
@@ -193,7 +191,7 @@ def _dicom_magnification(header: dict, default: float) -> tuple[float, str]:
     return default, "default for a PA chest film"
 
 
-def estimate_pixel_mm(path: str, image: np.ndarray, geometry: DRRGeometry, size: int, why: str) -> Spacing:
+def estimate_pixel_mm(image: np.ndarray, geometry: DRRGeometry, why: str) -> Spacing:
     """A film without a usable pixel size: the width of its lung fields is taken as
     :data:`REFERENCE_LUNG_WIDTH_MM`; without two lung fields, the film's shorter side is taken as
     the network's field. ``note`` says so (``why``: what the file lacked) for the case's summary,
@@ -208,7 +206,7 @@ def estimate_pixel_mm(path: str, image: np.ndarray, geometry: DRRGeometry, size:
             f"{why}; estimated {mm:.3f} mm per pixel from the lung fields ({width_px} px wide, taken as "
             f"{REFERENCE_LUNG_WIDTH_MM:g} mm; give --xray_pixel_spacing or a sidecar <file>.json for the true size)"
         )
-        spacing = Spacing(mm, mm, source="estimate: lung field width", estimated=True, note=note, details={"lung_columns": list(lungs)})
+        spacing = Spacing(mm, mm, source="estimate: lung field width", estimated=True, note=note)
     else:
         mm = field_mm(geometry) / min(image.shape)
         note = f"{why}; no two lung fields found, so the film's shorter side is taken as the {field_mm(geometry):.0f} mm field ({mm:.3f} mm per pixel)"
@@ -253,10 +251,11 @@ def _area_weights(n_in: int, n_out: int, step: float) -> np.ndarray:
     return overlap / step
 
 
-def place_on_detector(image: np.ndarray, spacing: Spacing, geometry: DRRGeometry, size: int, fill: float = 0.0) -> np.ndarray:
+def place_on_detector(image: np.ndarray, spacing: Spacing, geometry: DRRGeometry, size: int, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Resample a film ``(H, W)`` with ``spacing`` at the patient onto the network's ``size`` x
     ``size`` grid covering :func:`field_mm` at the isocentre, centred on the film's centre;
-    outside the film is ``fill``.
+    outside the film is ``fill``. Returns ``(placed, covered)``: the ``(size, size)`` float32 image
+    and the boolean mask of the pixels filled mostly (more than half) from the film.
 
     Each output pixel is the area average of the film under it (exact sub-pixel overlaps, one
     separable linear map per axis), which is how the DRRs themselves are area-resampled from the
@@ -265,15 +264,6 @@ def place_on_detector(image: np.ndarray, spacing: Spacing, geometry: DRRGeometry
     out_mm = field_mm(geometry) / size
     rows = _area_weights(image.shape[0], size, out_mm / spacing.row_mm)
     cols = _area_weights(image.shape[1], size, out_mm / spacing.col_mm)
-    placed = rows @ np.asarray(image, dtype=np.float64) @ cols.T
-    placed += fill * (1.0 - np.outer(rows.sum(axis=1), cols.sum(axis=1)))
-    return placed.astype(np.float32)
-
-
-def film_coverage(shape: tuple[int, int], spacing: Spacing, geometry: DRRGeometry, size: int) -> np.ndarray:
-    """``(size, size)`` boolean: the network pixels that :func:`place_on_detector` fills mostly
-    (more than half) from the film rather than from the padding."""
-    out_mm = field_mm(geometry) / size
-    rows = _area_weights(shape[0], size, out_mm / spacing.row_mm).sum(axis=1)
-    cols = _area_weights(shape[1], size, out_mm / spacing.col_mm).sum(axis=1)
-    return np.outer(rows, cols) > 0.5
+    on_film = np.outer(rows.sum(axis=1), cols.sum(axis=1))
+    placed = rows @ np.asarray(image, dtype=np.float64) @ cols.T + fill * (1.0 - on_film)
+    return placed.astype(np.float32), on_film > 0.5

@@ -12,7 +12,7 @@ import nibabel as nib
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from duolift_bundle.constants import CT_KEY, PRED_KEY, unit_to_hu
+from duolift_bundle.constants import CT_KEY, PRED_KEY, VIEWS, XRAY_KEY, unit_to_hu
 from duolift_bundle.geometry import CTProtocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
 
@@ -106,7 +106,7 @@ class SaveInferenceFigured(MapTransform):
     inputs as the network saw them, the re-projections of :class:`ProjectionConsistencyd`,
     tri-planar slices of the reconstruction ``keys``) and add its path to ``"written"``."""
 
-    def __init__(self, keys: Hashable = PRED_KEY, output_dir: str = ".", xray_key: str = "xray") -> None:
+    def __init__(self, keys: Hashable = PRED_KEY, output_dir: str = ".", xray_key: str = XRAY_KEY) -> None:
         super().__init__(keys)
         self.output_dir = os.fspath(output_dir)
         self.xray_key = xray_key
@@ -119,7 +119,7 @@ class SaveInferenceFigured(MapTransform):
             raise KeyError(f"{d['case']}: no 'reprojection'; run ProjectionConsistencyd before SaveInferenceFigured")
         path = os.path.join(self.output_dir, str(d["case"]), "figure.png")
         scores = d.get("consistency", {})
-        views = [k[: -len("_psnr")] for k in scores if k.endswith("_psnr")]
+        views = VIEWS[: len(d[self.xray_key])]
         shown = ", ".join(f"{v} {scores[v + '_psnr']:.1f} dB" + (f", lung Dice {scores[v + '_lung_dice']:.2f}" if v + "_lung_dice" in scores else "") for v in views)
         for key in self.key_iterator(d):
             inference_figure(d[self.xray_key], d["reprojection"], d[key], path, title=f"{d['case']}: re-projection vs input {shown}", lung_fields=d.get("input_lung_fields"))
