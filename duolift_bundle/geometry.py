@@ -32,10 +32,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-
 from duolift_bundle.constants import HU_MAX, HU_MIN
 
-__all__ = ["grid_affine", "CTProtocol", "DRRGeometry", "DRRSettings", "Protocol", "MU_WATER", "Z_ANCHORS", "DRR_NORMALIZE"]
+__all__ = [
+    "grid_affine",
+    "CTProtocol",
+    "DRRGeometry",
+    "DRRSettings",
+    "Protocol",
+    "MU_WATER",
+    "Z_ANCHORS",
+    "DRR_NORMALIZE",
+]
 
 #: Linear attenuation of water in 1/mm (about 70 keV effective energy).
 MU_WATER: float = 0.02
@@ -88,7 +96,10 @@ class CTProtocol:
         if self.z_anchor not in Z_ANCHORS:
             raise ValueError(f"z_anchor must be one of {Z_ANCHORS}, got {self.z_anchor!r}")
         if not (self.spacing > 0 and self.crop_size >= 1 and self.size >= 1):
-            raise ValueError(f"the CT protocol needs positive spacing / sizes, got spacing={self.spacing}, crop_size={self.crop_size}, size={self.size}")
+            raise ValueError(
+                f"the CT protocol needs positive spacing / sizes, got spacing={self.spacing}, "
+                f"crop_size={self.crop_size}, size={self.size}"
+            )
         if len(self.hu_window) != 2 or not self.hu_window[1] > self.hu_window[0]:
             raise ValueError(f"hu_window must be an increasing pair, got {self.hu_window}")
 

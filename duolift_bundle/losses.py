@@ -30,7 +30,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from duolift_bundle.constants import hu_to_unit
 
 __all__ = [
@@ -54,7 +53,9 @@ def _mse_l1(diff: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
     return {f"{name}_mse": diff.square().mean(), f"{name}_l1": diff.abs().mean()}
 
 
-def reconstruction_terms(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+def reconstruction_terms(
+    pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None
+) -> dict[str, torch.Tensor]:
     """Eq. 1-4: ``recon_mse``, ``recon_l1`` and, with a mask, ``inside_mse``, ``inside_l1``.
 
     Args:

@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 from duolift_bundle.constants import VIEWS
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.io_utils import atomic_path
@@ -106,7 +105,9 @@ def case_figures(dataset, folder: str | os.PathLike, overwrite: bool = False) ->
         taken = [os.path.join(folder, f"{c}.png") for c in cases if os.path.exists(os.path.join(folder, f"{c}.png"))]
         if taken and not overwrite:
             shown = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
-            raise FigureExistsError(f"{shown}: exists; give another --figure_dir, or --overwrite_figures True to replace")
+            raise FigureExistsError(
+                f"{shown}: exists; give another --figure_dir, or --overwrite_figures True to replace"
+            )
 
     listed = getattr(dataset, "data", None)
     if isinstance(listed, Sequence) and all(isinstance(d, Mapping) and "case" in d for d in listed):
@@ -114,7 +115,11 @@ def case_figures(dataset, folder: str | os.PathLike, overwrite: bool = False) ->
     written = []
     for d in dataset:
         refuse([str(d["case"])])
-        written.append(case_figure(d["ct"], os.path.join(folder, f"{d['case']}.png"), d["xray"], d["lung_mask"], title=str(d["case"])))
+        written.append(
+            case_figure(
+                d["ct"], os.path.join(folder, f"{d['case']}.png"), d["xray"], d["lung_mask"], title=str(d["case"])
+            )
+        )
     return written
 
 
@@ -153,7 +158,9 @@ def comparison_figure(
     return _save(fig, path, title)
 
 
-def inference_figure(xray, reprojection, volume, path: str | os.PathLike, title: str = "", lung_fields: Sequence | None = None) -> str:
+def inference_figure(
+    xray, reprojection, volume, path: str | os.PathLike, title: str = "", lung_fields: Sequence | None = None
+) -> str:
     """Write a PNG of one inference case: top row, each input X-ray as the network saw it ``(V,
     S, S)`` beside the re-projection of the reconstruction (lung fields of the input outlined in
     red when given, ``(V, S, S)`` booleans); bottom row, axial / coronal / sagittal slices of the

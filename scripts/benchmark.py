@@ -33,7 +33,6 @@ import fire
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector, hu_to_mu
 
@@ -96,7 +95,9 @@ def phantoms(n: int = 4) -> dict:
 def prepare_real(real_ct: str | None = None) -> dict:
     from duolift_bundle.data.prepare import prepare
 
-    real_ct = real_ct or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "chest-ct-dicom", "normal001")
+    real_ct = real_ct or os.path.join(
+        os.path.dirname(__file__), "..", "..", "shared", "data", "chest-ct-dicom", "normal001"
+    )
     if not os.path.isdir(real_ct):
         return {"prepare_real_case": f"skipped: {real_ct} not found"}
     out = {}
@@ -132,7 +133,11 @@ def augmentation(repeats: int = 5, sizes: tuple[int, ...] = (64, 128)) -> dict:
 
             t_plain = _time(lambda: plain[0], repeats)["median_s"]
             t_aug = _time(_augmented, repeats)["median_s"]
-        out[f"augmentation_{size}"] = {"prepared_s_per_case": t_plain, "augmented_s_per_case": t_aug, "extra_s_per_case": round(t_aug - t_plain, 4)}
+        out[f"augmentation_{size}"] = {
+            "prepared_s_per_case": t_plain,
+            "augmented_s_per_case": t_aug,
+            "extra_s_per_case": round(t_aug - t_plain, 4),
+        }
     return out
 
 
@@ -241,7 +246,11 @@ def generator(repeats: int = 2, peak: float | None = None) -> dict:
     return out
 
 
-def main(repeats: int = 5, real_ct: str | None = None, sections: str = "drr,phantoms,prepare_real,augmentation,matmul,generator") -> None:
+def main(
+    repeats: int = 5,
+    real_ct: str | None = None,
+    sections: str = "drr,phantoms,prepare_real,augmentation,matmul,generator",
+) -> None:
     """Run the benchmark sections and print one JSON document."""
     report = {"torch": torch.__version__, "cpu_count": os.cpu_count()}
     # fire turns "a,b" into a tuple

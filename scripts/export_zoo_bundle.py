@@ -20,13 +20,11 @@ interrupted export leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import fire
-
 from duolift_bundle.io_utils import atomic_dir, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +101,16 @@ def _card(meta: dict) -> str:
     card = (ROOT / "docs" / "README.md").read_text()
     authors = meta.get("authors", "")
     tags = ", ".join(["CT reconstruction", "X-ray", "chest", "GAN", "DRR", "3D"])
-    return card.rstrip("\n") + "\n" + ZOO_SECTIONS.format(
-        authors=authors, tags=tags, pytorch=meta.get("pytorch_version", "?"), monai=meta.get("monai_version", "?"), license="Apache-2.0"
+    return (
+        card.rstrip("\n")
+        + "\n"
+        + ZOO_SECTIONS.format(
+            authors=authors,
+            tags=tags,
+            pytorch=meta.get("pytorch_version", "?"),
+            monai=meta.get("monai_version", "?"),
+            license="Apache-2.0",
+        )
     )
 
 

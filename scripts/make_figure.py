@@ -18,7 +18,6 @@ import sys
 import fire
 import nibabel as nib
 import numpy as np
-
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.viz import comparison_figure
 
@@ -39,7 +38,11 @@ def _paths(value) -> list[str]:
 def main(target: str, recon, out: str, names=None, index=None, title: str = "") -> None:
     """Write the comparison PNG to OUT; RECON is one path or several, comma-separated."""
     recons = _paths(recon)
-    names = _paths(names) if names else [os.path.basename(os.path.dirname(os.path.abspath(p))) or f"recon {i}" for i, p in enumerate(recons)]
+    names = (
+        _paths(names)
+        if names
+        else [os.path.basename(os.path.dirname(os.path.abspath(p))) or f"recon {i}" for i, p in enumerate(recons)]
+    )
     if len(names) != len(recons):
         sys.exit(f"--names has {len(names)} entries for {len(recons)} reconstructions")
     t = _unit(target)

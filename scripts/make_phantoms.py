@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 import fire
-
 from duolift_bundle.data.phantoms import make_phantom_set
 from duolift_bundle.data.prepare import format_summary
 from duolift_bundle.geometry import CTProtocol, Protocol
@@ -41,7 +40,16 @@ def main(
     (MONAI lazy resampling), which makes a dozen phantoms take seconds. --nolazy runs them eagerly.
     """
     protocol = Protocol.build(volume_size or size, lazy=lazy)
-    summary = make_phantom_set(out, n=n, size=size, seed=seed, workers=workers, protocol=protocol, progress=progress, fractions=tuple(fractions))
+    summary = make_phantom_set(
+        out,
+        n=n,
+        size=size,
+        seed=seed,
+        workers=workers,
+        protocol=protocol,
+        progress=progress,
+        fractions=tuple(fractions),
+    )
     print(format_summary(summary))
     sys.exit(1 if summary["failed"] else 0)
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-
 from duolift_bundle.constants import HU_MAX, HU_MIN
 from duolift_bundle.data.phantoms import make_phantom_set
 from duolift_bundle.data.prepare import prepare
@@ -63,7 +62,9 @@ def _build(real_ct: str, target: Path, size: int) -> list[dict]:
         summary = prepare(real_ct, str(tmp / "real"), Protocol.build(size), progress=False)
         if summary["failed"]:
             sys.exit(f"preparing {real_ct} failed: {summary['failed']}")
-        make_phantom_set(tmp / "phantoms", n=2, size=size, seed=500, protocol=Protocol.build(size, lazy=True), progress=False)
+        make_phantom_set(
+            tmp / "phantoms", n=2, size=size, seed=500, protocol=Protocol.build(size, lazy=True), progress=False
+        )
         cases = []
         for src in sorted((tmp / "real").iterdir()) + sorted((tmp / "phantoms").iterdir()):
             if not (src / "ct.nii.gz").exists():
@@ -71,7 +72,10 @@ def _build(real_ct: str, target: Path, size: int) -> list[dict]:
             name = "normal001" if src.parent.name == "real" else src.name
             shutil.copytree(src, target / name)
             _shrink_ct(target / name / "ct.nii.gz")
-            _portable_source(target / name / "meta.json", REAL_SOURCE if name == "normal001" else f"make_phantoms seed {int(name[-4:])}")
+            _portable_source(
+                target / name / "meta.json",
+                REAL_SOURCE if name == "normal001" else f"make_phantoms seed {int(name[-4:])}",
+            )
             entry = {"case": name}
             for f in sorted((target / name).glob("*.nii.gz")):
                 entry[f.name[: -len(".nii.gz")]] = f"{name}/{f.name}"
@@ -80,9 +84,13 @@ def _build(real_ct: str, target: Path, size: int) -> list[dict]:
     return cases
 
 
+#: The held-out real CT the sample is made from (``../shared`` beside the project).
+REAL_CT = os.path.join("..", "shared", "data", "chest-ct-dicom", "normal001")
+
+
 def main(
-    real_ct: str = os.path.join("..", "shared", "data", "chest-ct-dicom", "normal001"),
-    out: str = str(SAMPLE_DIR),
+    real_ct: str = REAL_CT,
+    out: str | Path = SAMPLE_DIR,
     sizes: tuple[int, ...] = (128, 64),
 ) -> None:
     """Write the 128^3 sample into ``out`` and each other size into ``out/size<N>``."""

@@ -10,11 +10,17 @@ See duolift_bundle/data/training_sets.py for what goes where.
 from __future__ import annotations
 
 import fire
-
 from duolift_bundle.data.training_sets import compose_datalist
 
 
-def main(out: str, real: str, holdout: tuple[str, ...] = (), phantoms: str | None = None, real_repeats: int = 1, views: int = 2) -> None:
+def main(
+    out: str,
+    real: str,
+    holdout: tuple[str, ...] = (),
+    phantoms: str | None = None,
+    real_repeats: int = 1,
+    views: int = 2,
+) -> None:
     """Write OUT from the REAL datalist (HOLDOUT cases validate) and the PHANTOMS datalist."""
     holdout = (holdout,) if isinstance(holdout, str) else tuple(holdout)
     doc = compose_datalist(out, real, holdout, phantoms, real_repeats, views)

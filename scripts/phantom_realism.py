@@ -15,7 +15,6 @@ import sys
 import fire
 import nibabel as nib
 import numpy as np
-
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.realism import STATISTICS, chest_statistics, compare
 from duolift_bundle.data.splits import SPLITS
@@ -46,7 +45,11 @@ def _fmt(v: float) -> str:
 
 def table(comparison: dict, before: dict | None = None) -> str:
     """Markdown: statistic | real range | phantoms (before) | phantoms | inside."""
-    head = "| statistic | real CTs (min-max) |" + (" phantoms before (mean, min-max) |" if before else "") + " phantoms (mean, min-max) | mean inside the real range |"
+    head = (
+        "| statistic | real CTs (min-max) |"
+        + (" phantoms before (mean, min-max) |" if before else "")
+        + " phantoms (mean, min-max) | mean inside the real range |"
+    )
     rule = "|---|---|" + ("---|" if before else "") + "---|---|"
     lines = [head, rule]
     for key, (unit, _) in STATISTICS.items():
@@ -55,8 +58,10 @@ def table(comparison: dict, before: dict | None = None) -> str:
         row = f"| {name} | {_fmt(c['real_min'])} - {_fmt(c['real_max'])} |"
         if before:
             b = before[key]
-            row += f" {_fmt(b['synthetic_mean'])} ({_fmt(b['synthetic_min'])} - {_fmt(b['synthetic_max'])}){'' if b['inside'] else ' ✗'} |"
-        row += f" {_fmt(c['synthetic_mean'])} ({_fmt(c['synthetic_min'])} - {_fmt(c['synthetic_max'])}) | {'yes' if c['inside'] else 'no'} |"
+            mark = "" if b["inside"] else " ✗"
+            row += f" {_fmt(b['synthetic_mean'])} ({_fmt(b['synthetic_min'])} - {_fmt(b['synthetic_max'])}){mark} |"
+        inside = "yes" if c["inside"] else "no"
+        row += f" {_fmt(c['synthetic_mean'])} ({_fmt(c['synthetic_min'])} - {_fmt(c['synthetic_max'])}) | {inside} |"
         lines.append(row)
     return "\n".join(lines)
 
@@ -66,11 +71,19 @@ def main(real: str, phantoms: str, out: str, before: str | None = None) -> None:
     real_stats = measure(real)
     phantom_stats = measure(phantoms)
     comparison = compare(list(real_stats.values()), list(phantom_stats.values()))
-    doc = {"real": real_stats, "phantoms": phantom_stats, "comparison": comparison, "sources": {"real": real, "phantoms": phantoms}}
+    doc = {
+        "real": real_stats,
+        "phantoms": phantom_stats,
+        "comparison": comparison,
+        "sources": {"real": real, "phantoms": phantoms},
+    }
     write_json(out, doc)
     print(table(comparison, read_json(before)["comparison"] if before else None))
     outside = [k for k, c in comparison.items() if not c["inside"]]
-    print(f"\n{len(STATISTICS) - len(outside)} of {len(STATISTICS)} phantom means inside the real range; outside: {', '.join(outside) or 'none'}")
+    print(
+        f"\n{len(STATISTICS) - len(outside)} of {len(STATISTICS)} phantom means inside the real range; outside: "
+        f"{', '.join(outside) or 'none'}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import fire
-
 from duolift_bundle.data.prepare import main
 
 if __name__ == "__main__":

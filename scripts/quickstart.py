@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import fire
-
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.sample import sample_dir
 from duolift_bundle.io_utils import atomic_path, write_json
@@ -49,13 +48,33 @@ BASE = ["configs/inference.yaml", "configs/evaluate.yaml"]
 #: (name, output folder, configs after BASE, overrides); paths relative to the bundle root
 METHODS = [
     ("DuoLift-CNN double view", "double_view", ["configs/demo.yaml"], {"ckpt_path": "models/model.pt"}),
-    ("DuoLift-CNN single view", "single_view", ["configs/inference_single_view.yaml"], {"ckpt_path": "models/model_single_view.pt"}),
+    (
+        "DuoLift-CNN single view",
+        "single_view",
+        ["configs/inference_single_view.yaml"],
+        {"ckpt_path": "models/model_single_view.pt"},
+    ),
     ("phantom-only model (before)", "phantom_only", ["configs/demo.yaml"], {"ckpt_path": "models/phantom_cnn.pt"}),
-    ("mean of the training CTs", "mean_training_cts", ["configs/demo.yaml", "configs/baseline_mean.yaml"], {"baseline_volume": "models/baselines/mean_training_cts.nii.gz"}),
-    ("mean of the real training CTs", "mean_real_training_cts", ["configs/demo.yaml", "configs/baseline_mean.yaml"], {"baseline_volume": "models/baselines/mean_real_training_cts.nii.gz"}),
+    (
+        "mean of the training CTs",
+        "mean_training_cts",
+        ["configs/demo.yaml", "configs/baseline_mean.yaml"],
+        {"baseline_volume": "models/baselines/mean_training_cts.nii.gz"},
+    ),
+    (
+        "mean of the real training CTs",
+        "mean_real_training_cts",
+        ["configs/demo.yaml", "configs/baseline_mean.yaml"],
+        {"baseline_volume": "models/baselines/mean_real_training_cts.nii.gz"},
+    ),
 ]
 COLUMNS = [("psnr_2d", "PSNR(2D)"), ("psnr_3d", "PSNR(3D)"), ("ssim_2d", "SSIM(2D)"), ("ssim_3d", "SSIM(3D)")]
-SHOWN = {"double_view": "double view", "single_view": "single view", "phantom_only": "phantom-only", "mean_training_cts": "mean volume"}
+SHOWN = {
+    "double_view": "double view",
+    "single_view": "single view",
+    "phantom_only": "phantom-only",
+    "mean_training_cts": "mean volume",
+}
 
 
 def command(folder: str, configs: list[str], overrides: dict, out: str, lpips: bool = False) -> list[str]:
@@ -82,12 +101,19 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     """Markdown: per case (real first, then synthetic), every method's PSNR / SSIM (2D, 3D)."""
     origin = {c: row["origin"] for rows in results.values() for c, row in rows.items()}  # metrics.csv's column
     cases = sorted(origin, key=lambda c: (origin[c] != "real", c))
-    lines = ["| case | kind | method | " + " | ".join(n for _, n in COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
+    lines = [
+        "| case | kind | method | " + " | ".join(n for _, n in COLUMNS) + " |",
+        "|---|---|---|" + "---|" * len(COLUMNS),
+    ]
     for case in cases:
         kind = "real (held out)" if origin[case] == "real" else "synthetic"
         for method, rows in results.items():
             if case in rows:
-                lines.append(f"| {case} | {kind} | {method} | " + " | ".join(f"{float(rows[case][k]):.3f}" for k, _ in COLUMNS) + " |")
+                lines.append(
+                    f"| {case} | {kind} | {method} | "
+                    + " | ".join(f"{float(rows[case][k]):.3f}" for k, _ in COLUMNS)
+                    + " |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -95,7 +121,6 @@ def main(out: str = "demo", lpips: bool = False) -> None:
     """Run every method on the embedded sample into ``out``; print the table and the paths.
     ``lpips=True`` needs the torchvision VGG16 weights (see README, "Evaluation")."""
     import nibabel as nib
-
     from duolift_bundle.viz import comparison_figure
 
     missing = [v for _, _, _, o in METHODS for v in o.values() if not (ROOT / v).is_file()]
@@ -106,7 +131,11 @@ def main(out: str = "demo", lpips: bool = False) -> None:
     for name, folder, configs, overrides in METHODS:
         cmd = command(folder, configs, overrides, out, lpips)
         shown = ["python", *cmd[1:]]
-        print(f"\n[{name}] running:", " ".join(a if re.fullmatch(r"[\w./=:+-]+", a) else f'"{a}"' for a in shown), flush=True)
+        print(
+            f"\n[{name}] running:",
+            " ".join(a if re.fullmatch(r"[\w./=:+-]+", a) else f'"{a}"' for a in shown),
+            flush=True,
+        )
         if subprocess.run(cmd, cwd=ROOT).returncode:
             sys.exit(f"the evaluation workflow of '{name}' failed; see the log above")
         with open(Path(out) / folder / "metrics.csv", newline="") as f:
@@ -115,7 +144,14 @@ def main(out: str = "demo", lpips: bool = False) -> None:
     text = table(results)
     with atomic_path(out_dir / "table.md") as tmp:  # outputs are written whole or not at all
         Path(tmp).write_text(text)
-    write_json(out_dir / "summary.json", {"sample": str(sample_dir(SIZE)), "methods": {n: {"folder": f, "configs": BASE + c} for n, f, c, _ in METHODS}, "results": results})
+    write_json(
+        out_dir / "summary.json",
+        {
+            "sample": str(sample_dir(SIZE)),
+            "methods": {n: {"folder": f, "configs": BASE + c} for n, f, c, _ in METHODS},
+            "results": results,
+        },
+    )
     figures = []
     for case in results[METHODS[0][0]]:
         target = nib.load(sample_dir(SIZE) / case / "ct.nii.gz").get_fdata()
@@ -124,7 +160,9 @@ def main(out: str = "demo", lpips: bool = False) -> None:
             recon = out_dir / folder / "reconstructions" / case / "recon_hu.nii.gz"
             if folder in SHOWN and recon.is_file():
                 vols[SHOWN[folder]] = hu_to_unit(nib.load(recon).get_fdata())
-        figures.append(comparison_figure(target, vols, out_dir / "figures" / f"{case}.png", title=f"{case} ({'real, never seen in training' if results[METHODS[0][0]][case]['origin'] == 'real' else 'synthetic'})"))
+        real = results[METHODS[0][0]][case]["origin"] == "real"
+        title = f"{case} ({'real, never seen in training' if real else 'synthetic'})"
+        figures.append(comparison_figure(target, vols, out_dir / "figures" / f"{case}.png", title=title))
     print(f"\ndone in {time.perf_counter() - t0:.0f} s\n")
     print(text)
     for case in results[METHODS[0][0]]:

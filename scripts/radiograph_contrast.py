@@ -27,9 +27,6 @@ import fire
 import nibabel as nib
 import numpy as np
 import torch
-from PIL import Image
-from scipy import ndimage
-
 from duolift_bundle.constants import VIEWS
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
 from duolift_bundle.data.sample import real_radiograph, sample_dir
@@ -37,6 +34,8 @@ from duolift_bundle.data.xray_placement import field_mm
 from duolift_bundle.io_utils import write_json
 from duolift_bundle.metrics.image import psnr_3d, psnr_image, ssim_3d
 from duolift_bundle.transforms.consistency import ProjectionConsistencyd
+from PIL import Image
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"double view": ["configs/demo.yaml"], "single view": ["configs/inference_single_view.yaml"]}
@@ -89,15 +88,29 @@ def main(out: str = "docs/radiograph_contrast.json") -> None:
             network = parser.get_parsed_content("network").eval()
             reference = parser.get_parsed_content("xray_reference")
             pixel_mm = field_mm(protocol.drr.geometry) / protocol.xray_size
-            settings = {contrast: RadiographSettings(contrast=contrast, reference=reference) for contrast in CONTRASTS}  # each reads the reference once
+            settings = {
+                contrast: RadiographSettings(contrast=contrast, reference=reference) for contrast in CONTRASTS
+            }  # each reads the reference once
             for variant, mapping in VARIANTS.items():
-                films = {v: _film(drrs[v], mapping, tmp, f"{variant.replace(' ', '_')}_{v}", pixel_mm) for v in VIEWS[:views]}
+                films = {
+                    v: _film(drrs[v], mapping, tmp, f"{variant.replace(' ', '_')}_{v}", pixel_mm) for v in VIEWS[:views]
+                }
                 for contrast in CONTRASTS:
                     x = np.stack([load_radiograph(films[v], v, protocol, settings[contrast])[0] for v in VIEWS[:views]])
                     with torch.no_grad():
                         pred = network(torch.as_tensor(x)[None])[0]
                     row = {
-                        "input_psnr": round(float(np.mean([psnr_image(torch.as_tensor(x[i]), torch.as_tensor(drrs[v])) for i, v in enumerate(VIEWS[:views])])), 2),
+                        "input_psnr": round(
+                            float(
+                                np.mean(
+                                    [
+                                        psnr_image(torch.as_tensor(x[i]), torch.as_tensor(drrs[v]))
+                                        for i, v in enumerate(VIEWS[:views])
+                                    ]
+                                )
+                            ),
+                            2,
+                        ),
                         "psnr_3d": round(psnr_3d(pred, ct), 2),
                         "ssim_3d": round(ssim_3d(pred, ct), 4),
                     }
@@ -111,7 +124,11 @@ def main(out: str = "docs/radiograph_contrast.json") -> None:
                     with torch.no_grad():
                         pred = network(torch.as_tensor(x)[None, None])[0]
                     scores = check({"xray": torch.as_tensor(x)[None], "pred": pred})["consistency"]
-                    results["real_film"][contrast] = {**scores, "pixel_mm": info["pixel_mm"], "spacing_source": info["spacing_source"]}
+                    results["real_film"][contrast] = {
+                        **scores,
+                        "pixel_mm": info["pixel_mm"],
+                        "spacing_source": info["spacing_source"],
+                    }
                     print(f"RG1_UNCI {model} {contrast:9s} {scores}", flush=True)
     results["variants"] = list(VARIANTS)
     write_json(out, results)

@@ -32,7 +32,6 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage as ndi
 import torch
-
 from duolift_bundle.constants import hu_to_unit, unit_to_hu
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
@@ -90,7 +89,10 @@ def _bone_regions(target: np.ndarray, bone_hu: float) -> tuple[np.ndarray, np.nd
 
 def _bone_columns(volume: np.ndarray, bone: np.ndarray, beside: np.ndarray) -> dict[str, float]:
     hu = unit_to_hu(np.clip(volume, 0, 1))
-    return {"bone_hu": round(float(hu[bone].mean()), 1), "bone_contrast_hu": round(float(hu[bone].mean() - hu[beside].mean()), 1)}
+    return {
+        "bone_hu": round(float(hu[bone].mean()), 1),
+        "bone_contrast_hu": round(float(hu[bone].mean() - hu[beside].mean()), 1),
+    }
 
 
 def main(
@@ -106,7 +108,12 @@ def main(
 
     models = models or DEFAULT_MODELS
     cases = [it for split in SPLITS for it in load_datalist(real, split)]
-    report: dict = {"real": real, "models": {k: list(v) for k, v in models.items()}, "bone_hu_threshold": bone_hu, "folds": {}}
+    report: dict = {
+        "real": real,
+        "models": {k: list(v) for k, v in models.items()},
+        "bone_hu_threshold": bone_hu,
+        "folds": {},
+    }
     for held in cases:
         short = held["case"].split("_")[-1]
         target = _read(held["ct"])
@@ -123,18 +130,32 @@ def main(
                 preds[name] = net(xray[:, : int(views)])[0, 0].numpy()
             sources[name] = os.path.relpath(path, ROOT) if os.path.isabs(path) else path
         bone, beside = _bone_regions(target, bone_hu)
-        rows = {name: {m: round(float(fn(np.clip(p, 0, 1), target)), 4) for m, fn in METRICS.items()} for name, p in preds.items()}
+        rows = {
+            name: {m: round(float(fn(np.clip(p, 0, 1), target)), 4) for m, fn in METRICS.items()}
+            for name, p in preds.items()
+        }
         for name, p in preds.items():
             rows[name].update(_bone_columns(p, bone, beside))
         ref = _bone_columns(target, bone, beside)
         report["folds"][short] = {"case": held["case"], "rows": rows, "weights": sources, "target": ref}
-        print(f"\n### held out: {short} (bone: {int(bone.sum())} voxels >= {bone_hu:g} HU; target: bone {ref['bone_hu']:.0f} HU, contrast {ref['bone_contrast_hu']:.0f} HU)")
-        print("\n| method | PSNR(2D) | PSNR(3D) | SSIM(2D) | SSIM(3D) | bone (HU) | bone contrast (HU) |\n|---|---|---|---|---|---|---|")
+        print(
+            f"\n### held out: {short} (bone: {int(bone.sum())} voxels >= {bone_hu:g} HU; target: bone "
+            f"{ref['bone_hu']:.0f} HU, contrast {ref['bone_contrast_hu']:.0f} HU)"
+        )
+        print(
+            "\n| method | PSNR(2D) | PSNR(3D) | SSIM(2D) | SSIM(3D) | bone (HU) | bone contrast (HU) "
+            "|\n|---|---|---|---|---|---|---|"
+        )
         for name, r in rows.items():
-            print(f"| {name} | {r['psnr_2d']:.2f} | {r['psnr_3d']:.2f} | {r['ssim_2d']:.3f} | {r['ssim_3d']:.3f} | {r['bone_hu']:.0f} | {r['bone_contrast_hu']:.0f} |")
+            print(
+                f"| {name} | {r['psnr_2d']:.2f} | {r['psnr_3d']:.2f} | {r['ssim_2d']:.3f} | {r['ssim_3d']:.3f} "
+                f"| {r['bone_hu']:.0f} | {r['bone_contrast_hu']:.0f} |"
+            )
         if figures:
             shown = {k: preds[k] for k in (*models, "mean of the other real CTs") if k in preds}
-            comparison_figure(target, shown, Path(figures) / f"loo_{short}.png", title=f"{short} held out (leave-one-out)")
+            comparison_figure(
+                target, shown, Path(figures) / f"loo_{short}.png", title=f"{short} held out (leave-one-out)"
+            )
     write_json(out, report)
 
 

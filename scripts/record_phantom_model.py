@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import fire
-
 from duolift_bundle.shipped import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +28,21 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the demo model's training configs, merged in this order (configs/train_demo.yaml says how)
 DEMO_CONFIGS = ["configs/train.yaml", "configs/train_cnn.yaml", "configs/demo.yaml", "configs/train_demo.yaml"]
 #: the settings of the recipe recorded in the provenance (resolved from DEMO_CONFIGS)
-SETTING_KEYS = ["views", "size", "width", "gan", "masked_loss", "batch_size", "accumulation_steps", "g_lr", "max_epochs", "lr_milestone", "seed", "dataset_dir", "key_metric"]
+SETTING_KEYS = [
+    "views",
+    "size",
+    "width",
+    "gan",
+    "masked_loss",
+    "batch_size",
+    "accumulation_steps",
+    "g_lr",
+    "max_epochs",
+    "lr_milestone",
+    "seed",
+    "dataset_dir",
+    "key_metric",
+]
 DATA_COMMAND = "python scripts/make_phantoms.py data/demo64 --n 96 --size 64 --seed 100 --workers 2"
 
 
@@ -50,19 +63,27 @@ def _summary(folder: str | None) -> dict | None:
     if not folder:
         return None
     summary = json.loads((Path(folder) / "summary.json").read_text())
-    return {k: {"mean": round(v["mean"], 4), "std": round(v["std"], 4), "n": v["n"]} for k, v in summary["metrics"].items()} | {
-        "segmenters": [summary.get("lung_segmenter"), summary.get("vessel_segmenter")]
-    }
+    return {
+        k: {"mean": round(v["mean"], 4), "std": round(v["std"], 4), "n": v["n"]} for k, v in summary["metrics"].items()
+    } | {"segmenters": [summary.get("lung_segmenter"), summary.get("vessel_segmenter")]}
 
 
 def _per_case(folder: str) -> dict:
     with open(Path(folder) / "metrics.csv", newline="") as f:
-        return {row["case"]: {k: round(float(v), 4) for k, v in row.items() if k != "case" and v and not k.endswith("segmenter")} for row in csv.DictReader(f)}
+        return {
+            row["case"]: {
+                k: round(float(v), 4) for k, v in row.items() if k != "case" and v and not k.endswith("segmenter")
+            }
+            for row in csv.DictReader(f)
+        }
 
 
 def validation_curve(text: str) -> list[tuple[int, float, float]]:
     """(epoch, val_psnr, val_ssim) of every validation in a training log (StatsHandler lines)."""
-    return [(int(e), float(p), float(s)) for e, p, s in re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+) val_ssim: ([\d.]+)", text)]
+    return [
+        (int(e), float(p), float(s))
+        for e, p, s in re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+) val_ssim: ([\d.]+)", text)
+    ]
 
 
 def _training(log: str) -> dict:
@@ -80,19 +101,23 @@ def _training(log: str) -> dict:
     }
 
 
+#: Where the shipped phantom model and its record live.
+PHANTOM_MODEL = str(ROOT / "models" / "phantom_cnn.pt")
+PHANTOM_RECORD = str(ROOT / "docs" / "phantom_model.json")
+
+
 def main(
     train_log: str = "runs/demo64/train.log",
     heldout: str = "eval/demo_heldout",
     baseline: str = "eval/baseline_heldout",
     validation: str | None = "eval/demo_validation",
     sample: str = "demo",
-    model: str = str(ROOT / "models" / "phantom_cnn.pt"),
-    out: str = str(ROOT / "docs" / "phantom_model.json"),
+    model: str = PHANTOM_MODEL,
+    out: str = PHANTOM_RECORD,
 ) -> None:
-    from monai.bundle import ConfigParser
-
-    from duolift_bundle.networks import load_generator
     from duolift_bundle.io_utils import write_json
+    from duolift_bundle.networks import load_generator
+    from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
@@ -107,13 +132,18 @@ def main(
         "training": {
             "command": command,
             "settings": settings,
-            "data": "96 phantoms (seeds 100-195) at 64^3 from scripts/make_phantoms.py; seeded split 82 training / 9 validation / 5 test",
+            "data": "96 phantoms (seeds 100-195) at 64^3 from scripts/make_phantoms.py; "
+            "seeded split 82 training / 9 validation / 5 test",
             "hardware": "2 CPU cores (no GPU), torch 2.14.1, 2 threads",
             **_training(train_log),
         },
-        "heldout_data": "32 phantoms (seeds 1000-1031) at 64^3: python scripts/make_phantoms.py data/demo64_heldout --n 32 --size 64 --seed 1000 --fractions '[0,0,1]'",
+        "heldout_data": "32 phantoms (seeds 1000-1031) at 64^3: python scripts/make_phantoms.py data/demo64_heldout "
+        "--n 32 --size 64 --seed 1000 --fractions '[0,0,1]'",
         "heldout": _summary(heldout),
-        "baseline": {"method": "mean of the 82 training CTs (configs/baseline_mean.yaml)", "heldout": _summary(baseline)},
+        "baseline": {
+            "method": "mean of the 82 training CTs (configs/baseline_mean.yaml)",
+            "heldout": _summary(baseline),
+        },
         "validation": _summary(validation),
         "sample": _per_case(sample),
     }

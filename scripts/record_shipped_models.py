@@ -24,9 +24,8 @@ from pathlib import Path
 
 import fire
 import torch
-from record_phantom_model import _per_case, validation_curve  # scripts/ is on sys.path when a script runs
-
 from duolift_bundle.shipped import file_sha256
+from record_phantom_model import _per_case, validation_curve  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "docs" / "shipped_models.json"
@@ -43,7 +42,23 @@ BASELINES = {
     "mean_training_cts": "models/baselines/mean_training_cts.nii.gz",
     "mean_real_training_cts": "models/baselines/mean_real_training_cts.nii.gz",
 }
-SETTING_KEYS = ["views", "size", "width", "gan", "masked_loss", "augment", "batch_size", "accumulation_steps", "g_lr", "max_epochs", "lr_milestone", "seed", "init_ckpt", "init_strict", "datalist"]
+SETTING_KEYS = [
+    "views",
+    "size",
+    "width",
+    "gan",
+    "masked_loss",
+    "augment",
+    "batch_size",
+    "accumulation_steps",
+    "g_lr",
+    "max_epochs",
+    "lr_milestone",
+    "seed",
+    "init_ckpt",
+    "init_strict",
+    "datalist",
+]
 DATA_COMMANDS = [
     "python scripts/prepare_data.py --src ../shared/data/chest-ct-dicom --out data/real64 --size 64",
     "python scripts/make_phantoms.py --out data/phantoms64_n256 --n 256 --size 64 --seed 2000",
@@ -52,7 +67,7 @@ DATA_COMMANDS = [
 ]
 #: the GPU runs (scripts/train_real_folds.sh) had a time budget; these are the epochs it came to
 STAGE_2 = (
-    'python -m monai.bundle run training --config_file "[\'configs/train.yaml\',\'configs/train_real.yaml\']" '
+    "python -m monai.bundle run training --config_file \"['configs/train.yaml','configs/train_real.yaml']\" "
     "--init_ckpt runs/real64_dv/checkpoints/checkpoint_epoch=0007.pt --init_strict true --max_epochs 9 --lr_milestone 7 "
     "--output_dir runs/real64_dv_stage2"
 )
@@ -73,7 +88,14 @@ def _write_once(path: Path, data: bytes, replace: bool) -> str:
     return file_sha256(path)
 
 
-def export(dv_run: str, sv_run: str, training_datalist: str = "data/real64_normal001_n256/datalist.json", real: str = "data/real64/datalist.json", holdout: str = "normal001", replace: bool = False) -> None:
+def export(
+    dv_run: str,
+    sv_run: str,
+    training_datalist: str = "data/real64_normal001_n256/datalist.json",
+    real: str = "data/real64/datalist.json",
+    holdout: str = "normal001",
+    replace: bool = False,
+) -> None:
     """Copy the runs' last generators to models/ and write the baselines' mean volumes."""
     from duolift_bundle.data.datasets import load_datalist
     from duolift_bundle.data.splits import SPLITS
@@ -134,12 +156,13 @@ def xray_reference_record() -> dict:
     return {"file": XRAY_REFERENCE, "sha256": file_sha256(ROOT / XRAY_REFERENCE), "command": XRAY_REFERENCE_COMMAND}
 
 
-def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real_ct_loo.json", out: str = str(RECORD)) -> None:
+def record(
+    dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real_ct_loo.json", out: str | Path = RECORD
+) -> None:
     """Write docs/shipped_models.json (see the module docstring)."""
-    from monai.bundle import ConfigParser
-
     from duolift_bundle.io_utils import read_json, write_json
     from duolift_bundle.networks import load_generator
+    from monai.bundle import ConfigParser
 
     doc: dict = {"models": {}, "baselines": {}}
     for key, run in (("double_view", dv_run), ("single_view", sv_run)):
@@ -167,7 +190,8 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
                 "command": command,
                 "settings": {k: train.get_parsed_content(k) for k in SETTING_KEYS},
                 "data": "real CTs P002 and cap002 (COVID-CT-MD, CC BY 4.0), each listed 16 times per epoch with on-the-fly DRR "
-                "augmentation, plus 226 phantoms (seeds 2000-2255, training + validation split) at 64^3; normal001 never trained on",
+                "augmentation, plus 226 phantoms (seeds 2000-2255, training + validation split) at 64^3; "
+                "normal001 never trained on",
                 "hardware": HARDWARE,
                 **stages,
                 **_curve(Path(run) / "log"),
@@ -175,8 +199,16 @@ def record(dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real
             "sample": _per_case(Path(sample) / key),
         }
     for key, file in BASELINES.items():
-        doc["baselines"][key] = {"file": file, "sha256": file_sha256(ROOT / file), "sample": _per_case(Path(sample) / key)}
-    doc["baselines"]["phantom_only"] = {"file": "models/phantom_cnn.pt", "sha256": file_sha256(ROOT / "models/phantom_cnn.pt"), "sample": _per_case(Path(sample) / "phantom_only")}
+        doc["baselines"][key] = {
+            "file": file,
+            "sha256": file_sha256(ROOT / file),
+            "sample": _per_case(Path(sample) / key),
+        }
+    doc["baselines"]["phantom_only"] = {
+        "file": "models/phantom_cnn.pt",
+        "sha256": file_sha256(ROOT / "models/phantom_cnn.pt"),
+        "sample": _per_case(Path(sample) / "phantom_only"),
+    }
     doc["xray_reference"] = xray_reference_record()
     doc["leave_one_out"] = read_json(ROOT / loo)["folds"]
     write_json(out, doc)

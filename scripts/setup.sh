@@ -12,6 +12,9 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 # torch / torchvision are pinned in pyproject.toml (2.14.1 / 0.29.1)
 "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+# MONAI Label 0.8.5 for the app in monailabel_app/ (README "MONAI Label"): its own script, because
+# `pip install monailabel` would move numpy and torch off the pins above
+VENV="$VENV" bash scripts/setup_monailabel.sh
 # plastimatch is the independent DRR reference of the tests (Debian package); optional elsewhere.
 if ! command -v plastimatch >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

@@ -19,7 +19,6 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-
 from duolift_bundle.constants import VIEWS
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
@@ -45,7 +44,9 @@ def main(datalist: str, out: str, cases: str | list[str] | None = None, n_quanti
         quantiles[view] = reference_quantiles(images, n_quantiles)
     meta = read_json(Path(items[0]["ct"]).parent / "meta.json")
     names = ", ".join(it["case"] for it in items)
-    write_reference(out, quantiles, source=f"DRRs of {names} ({datalist}); scripts/xray_reference.py", geometry=meta.get("drr", ""))
+    write_reference(
+        out, quantiles, source=f"DRRs of {names} ({datalist}); scripts/xray_reference.py", geometry=meta.get("drr", "")
+    )
     print(f"wrote {out}: {len(items)} case(s), {n_quantiles} quantiles per view")
 
 

@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The MONAI Model Zoo's own CI scripts and lint settings (tests run them from there, never copied in).
+ZOO_CI = Path(os.environ.get("DUOLIFT_ZOO_CI", ROOT.parent / "shared" / "tools" / "model-zoo-ci"))
 REAL_CT = Path(os.environ.get("DUOLIFT_TEST_CT", ROOT.parent / "shared" / "data" / "chest-ct-dicom" / "normal001"))
 
 
@@ -40,7 +42,9 @@ def phantom_set(tmp_path_factory):
     from duolift_bundle.geometry import Protocol
 
     out = tmp_path_factory.mktemp("phantoms")
-    summary = make_phantom_set(out, n=4, size=64, seed=10, protocol=Protocol.build(128, lazy=True), fractions=(0.5, 0.25, 0.25), progress=False)
+    summary = make_phantom_set(
+        out, n=4, size=64, seed=10, protocol=Protocol.build(128, lazy=True), fractions=(0.5, 0.25, 0.25), progress=False
+    )
     assert not summary["failed"], summary["failed"]
     return out
 
@@ -100,7 +104,9 @@ def write_dicom_series(
     return series_uid
 
 
-def make_small_prepared(out: Path, n: int, seed: int, size: int = 32, splits: tuple[int, int, int] | None = None) -> Path:
+def make_small_prepared(
+    out: Path, n: int, seed: int, size: int = 32, splits: tuple[int, int, int] | None = None
+) -> Path:
     """``n`` phantoms prepared at ``size``^3 with ``size`` px DRRs into ``out``; ``splits`` =
     (training, validation, test) counts rewrites the datalist (default: all in test)."""
     import json
@@ -111,12 +117,23 @@ def make_small_prepared(out: Path, n: int, seed: int, size: int = 32, splits: tu
     datalist = json.loads((out / "datalist.json").read_text())
     cases = datalist["training"] + datalist["validation"] + datalist["test"]
     n_train, n_val, _ = splits or (0, 0, n)
-    datalist.update(training=cases[:n_train], validation=cases[n_train : n_train + n_val], test=cases[n_train + n_val :])
+    datalist.update(
+        training=cases[:n_train], validation=cases[n_train : n_train + n_val], test=cases[n_train + n_val :]
+    )
     (out / "datalist.json").write_text(json.dumps(datalist))
     return out
 
 
-def write_dicom_xray(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", modality: str = "DX", frames: int = 1, pixel_data: bool = True, window=None, **tags) -> Path:
+def write_dicom_xray(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    modality: str = "DX",
+    frames: int = 1,
+    pixel_data: bool = True,
+    window=None,
+    **tags,
+) -> Path:
     """A radiograph as an uncompressed 16-bit DICOM file (``pixels`` as stored), with any other
     DICOM attributes given as ``tags`` (``ImagerPixelSpacing=[0.15, 0.15]``, ...)."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -128,7 +145,11 @@ def write_dicom_xray(path: Path, pixels: np.ndarray, photometric: str = "MONOCHR
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, modality
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+        modality,
+    )
     if pixel_data:
         arr = np.asarray(pixels, dtype=np.uint16)
         ds.Rows, ds.Columns = arr.shape[-2:]

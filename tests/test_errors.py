@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from duolift_bundle.data.xray_io import XRayInputError
 from duolift_bundle.errors import DuoLiftError, error_line, user_error
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from monai.bundle import ConfigParser
-
 from conftest import ROOT
 from duolift_bundle.geometry import CTProtocol, DRRGeometry, Protocol, grid_affine
+from monai.bundle import ConfigParser
 
 
 @pytest.mark.parametrize("size, voxel", [(128, 2.5), (64, 5.0), (256, 1.25)])

@@ -6,8 +6,13 @@ import math
 
 import pytest
 import torch
-
-from duolift_bundle.losses import DuoLiftDiscriminatorLoss, DuoLiftGeneratorLoss, adversarial_loss, bone_terms, reconstruction_terms
+from duolift_bundle.losses import (
+    DuoLiftDiscriminatorLoss,
+    DuoLiftGeneratorLoss,
+    adversarial_loss,
+    bone_terms,
+    reconstruction_terms,
+)
 
 
 def tiny_case():

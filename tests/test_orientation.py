@@ -6,9 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-from duolift_bundle.data.phantoms import asymmetric_ball_phantom, write_raw_phantom
 from duolift_bundle.data.discovery import CaseSource
+from duolift_bundle.data.phantoms import asymmetric_ball_phantom, write_raw_phantom
 from duolift_bundle.data.prepare import prepare_case
 from duolift_bundle.geometry import Protocol
 

@@ -7,18 +7,21 @@ import json
 
 import pytest
 from conftest import ROOT
-
 from duolift_bundle.shipped import ShippedFileError, file_sha256, recorded_hashes, refuse_shipped
 
 
 def _bundle(tmp_path, shipped: bytes, baseline: bytes, phantom: bytes):
     """A bundle root whose docs/ record three files in the two formats of the real records."""
     (tmp_path / "docs").mkdir()
-    digest = {k: hashlib.sha256(v).hexdigest() for k, v in (("model", shipped), ("baseline", baseline), ("phantom", phantom))}
+    digest = {
+        k: hashlib.sha256(v).hexdigest() for k, v in (("model", shipped), ("baseline", baseline), ("phantom", phantom))
+    }
     (tmp_path / "docs" / "shipped_models.json").write_text(json.dumps(
         {"models": {"double_view": {"file": "models/model.pt", "sha256": digest["model"]}},
          "baselines": {"mean": {"file": "models/baselines/mean.nii.gz", "sha256": digest["baseline"]}}}))  # fmt: skip
-    (tmp_path / "docs" / "phantom_model.json").write_text(json.dumps({"file": "models/phantom_cnn.pt", "sha256": digest["phantom"]}))
+    (tmp_path / "docs" / "phantom_model.json").write_text(
+        json.dumps({"file": "models/phantom_cnn.pt", "sha256": digest["phantom"]})
+    )
     return digest
 
 
@@ -32,7 +35,9 @@ def test_recorded_hashes_read_both_record_formats(tmp_path):
     assert recorded_hashes(tmp_path / "nowhere") == {}
 
 
-@pytest.mark.parametrize("content, free", [(None, True), (b"a run's own weights", True), (b"weights", False), (b"phantom", False)])
+@pytest.mark.parametrize(
+    "content, free", [(None, True), (b"a run's own weights", True), (b"weights", False), (b"phantom", False)]
+)
 def test_refuse_shipped_by_content_wherever_it_lies(tmp_path, content, free):
     _bundle(tmp_path, b"weights", b"mean", b"phantom")
     path = tmp_path / "runs" / "x" / "models" / "model.pt"  # not under models/: content decides

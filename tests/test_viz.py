@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from duolift_bundle.viz import FigureExistsError, case_figures
 
 
@@ -31,10 +30,14 @@ def test_an_existing_figure_is_refused_before_anything_is_drawn(tmp_path, listed
     items = _items(["a", "b"])
     dataset = items if listed else list(items)
     (tmp_path / "b.png").write_bytes(b"the quick start's figure")
-    with pytest.raises(FigureExistsError, match=r"b\.png: exists; give another --figure_dir, or --overwrite_figures True"):
+    with pytest.raises(
+        FigureExistsError, match=r"b\.png: exists; give another --figure_dir, or --overwrite_figures True"
+    ):
         case_figures(dataset, tmp_path)
     assert (tmp_path / "b.png").read_bytes() == b"the quick start's figure"
     assert (tmp_path / "a.png").exists() != listed  # a listing dataset is checked before the first figure
     written = case_figures(dataset, tmp_path, overwrite=True)
     assert [p.rsplit("/", 1)[-1] for p in written] == ["a.png", "b.png"]
-    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG" and np.all([(tmp_path / n).stat().st_size > 1000 for n in ("a.png", "b.png")])
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG" and np.all(
+        [(tmp_path / n).stat().st_size > 1000 for n in ("a.png", "b.png")]
+    )

@@ -25,12 +25,18 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import Compose, RandAdjustContrastd, RandGaussianNoised, Rand3DElasticd, ScaleIntensityRanged, ToDeviced
-
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.contract import CheckContractd
 from duolift_bundle.transforms.drr import DRRd
+from monai.transforms import (
+    Compose,
+    Rand3DElasticd,
+    RandAdjustContrastd,
+    RandGaussianNoised,
+    ScaleIntensityRanged,
+    ToDeviced,
+)
 
 __all__ = ["DEFAULT_AUGMENTATION", "drr_augmentation", "AugmentedDataset"]
 

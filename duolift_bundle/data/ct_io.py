@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from duolift_bundle.errors import DuoLiftError
 from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor, NibabelReader
 from monai.transforms import LoadImage, MapTransform
-from duolift_bundle.errors import DuoLiftError
 
 __all__ = [
     "CTInputError",
@@ -125,7 +125,9 @@ def select_ct_series(folder: str | os.PathLike, series: str | None = None) -> Di
     if not found:
         raise CTInputError(f"{folder}: no DICOM image series found")
     if series is not None:
-        chosen = [s for s in found if series in (s.series_uid, s.number, s.identifier) or s.identifier.startswith(series)]
+        chosen = [
+            s for s in found if series in (s.series_uid, s.number, s.identifier) or s.identifier.startswith(series)
+        ]
         if not chosen:
             listing = "; ".join(s.label() for s in found)
             raise CTInputError(f"{folder}: series {series!r} not found (present: {listing})")
@@ -183,7 +185,9 @@ def _check_dicom_geometry(series: DicomSeries, folder: str) -> None:
         if uid == series.series_uid or (not uid and is_dicom_file(path)):
             left_out.append(name)
     if left_out:
-        raise CTInputError(f"{folder}: {len(left_out)} file(s) of the CT series cannot be read ({_names(left_out)}); refusing an incomplete series")
+        raise CTInputError(
+            f"{folder}: {len(left_out)} file(s) of the CT series cannot be read ({_names(left_out)}); refusing an incomplete series"
+        )
     short = []
     for path, ds in headers.items():
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -193,24 +197,35 @@ def _check_dicom_geometry(series: DicomSeries, folder: str) -> None:
         if os.path.getsize(path) < need:
             short.append(os.path.basename(path))
     if short:
-        raise CTInputError(f"{folder}: {len(short)} slice file(s) cut short, less pixel data than their header says ({_names(short)})")
+        raise CTInputError(
+            f"{folder}: {len(short)} slice file(s) cut short, less pixel data than their header says ({_names(short)})"
+        )
     no_pos = [os.path.basename(p) for p, ds in headers.items() if "ImagePositionPatient" not in ds]
     if no_pos:
-        raise CTInputError(f"{folder}: {len(no_pos)} slice file(s) without ImagePositionPatient ({_names(no_pos)}); cannot place the volume in space")
+        raise CTInputError(
+            f"{folder}: {len(no_pos)} slice file(s) without ImagePositionPatient ({_names(no_pos)}); cannot "
+            f"place the volume in space"
+        )
     orient = np.asarray(first.ImageOrientationPatient, dtype=float)
     normal = np.cross(orient[:3], orient[3:])
-    pos = sorted((float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))), os.path.basename(p)) for p, ds in headers.items())
+    pos = sorted(
+        (float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))), os.path.basename(p))
+        for p, ds in headers.items()
+    )
     z = np.array([p[0] for p in pos])
     gaps = np.diff(z)
     dup = [f"{pos[i][1]} and {pos[i + 1][1]}" for i in np.flatnonzero(gaps < 1e-3)]
     if dup:
-        raise CTInputError(f"{folder}: slices at the same position ({'; '.join(dup[:5])}); refusing a series with duplicated slices")
+        raise CTInputError(
+            f"{folder}: slices at the same position ({'; '.join(dup[:5])}); refusing a series with duplicated slices"
+        )
     median = float(np.median(gaps))
     bad = np.flatnonzero(np.abs(gaps - median) > SLICE_GAP_TOLERANCE * median)
     if bad.size:
         where = "; ".join(f"{gaps[i]:.3g} mm between {pos[i][1]} and {pos[i + 1][1]}" for i in bad[:5])
         raise CTInputError(
-            f"{folder}: non-uniform slice spacing (median {median:.3g} mm; {where}); slices are missing or the series mixes spacings"
+            f"{folder}: non-uniform slice spacing (median {median:.3g} mm; {where}); slices are missing or the "
+            f"series mixes spacings"
         )
 
 
@@ -271,7 +286,9 @@ def _validate(img: MetaTensor, source: str, spacing_limits: Sequence[float]) -> 
         raise CTInputError(f"{source}: missing or zero voxel spacing {spacing.tolist()} in the header")
     lo, hi = spacing_limits
     if np.any(spacing < lo) or np.any(spacing > hi):
-        raise CTInputError(f"{source}: implausible voxel spacing {np.round(spacing, 4).tolist()} mm (expected {lo}..{hi} mm)")
+        raise CTInputError(
+            f"{source}: implausible voxel spacing {np.round(spacing, 4).tolist()} mm (expected {lo}..{hi} mm)"
+        )
     arr = img.as_tensor()
     finite = torch.isfinite(arr)
     if not bool(finite.all()):
@@ -300,7 +317,9 @@ def load_ct(
     if os.path.isdir(path):
         chosen = select_ct_series(path, series)
     elif not is_volume_file(path):
-        raise CTInputError(f"{path}: unsupported CT file type (expected a DICOM folder or {NIFTI_SUFFIXES + ITK_SUFFIXES})")
+        raise CTInputError(
+            f"{path}: unsupported CT file type (expected a DICOM folder or {NIFTI_SUFFIXES + ITK_SUFFIXES})"
+        )
     else:
         _check_file_header(path)
     loader = LoadImage(reader=_reader_for(path, chosen), image_only=True, ensure_channel_first=True, dtype=np.float32)
@@ -315,7 +334,9 @@ def load_ct(
     _validate(img, path, spacing_limits)
     img.meta["ct_source"] = path
     img.meta["ct_original_shape"] = [int(n) for n in img.shape[1:]]
-    img.meta["ct_original_spacing"] = [float(v) for v in np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)]
+    img.meta["ct_original_spacing"] = [
+        float(v) for v in np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)
+    ]
     if chosen is not None:
         img.meta["ct_series"] = chosen.label()
     return img
@@ -344,4 +365,3 @@ class LoadCTd(MapTransform):
             series = d.get(self.series_key)
             d[key] = load_ct(str(d[key]), series=str(series) if series else None, spacing_limits=self.spacing_limits)
         return d
-

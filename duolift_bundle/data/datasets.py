@@ -23,18 +23,17 @@ import os
 from collections.abc import Mapping, Sequence
 
 import torch
-from monai.data import CacheDataset, NibabelReader, PersistentDataset
-from monai.transforms import Compose, ConcatItemsd, DeleteItemsd, EnsureTyped, LoadImaged
-
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.splits import SPLITS, assign_splits
 from duolift_bundle.data.x2ct_h5 import LoadX2CTH5d, find_x2ct_cases
-from duolift_bundle.geometry import Protocol
+from duolift_bundle.geometry import CTProtocol, Protocol
 from duolift_bundle.io_utils import read_json
 from duolift_bundle.transforms.contract import CheckContractd
 from duolift_bundle.transforms.lung_mask import LungMaskd
+from monai.data import CacheDataset, NibabelReader, PersistentDataset
+from monai.transforms import Compose, ConcatItemsd, DeleteItemsd, EnsureTyped, LoadImaged
 
 __all__ = [
     "DATA_FORMATS",
@@ -62,7 +61,9 @@ def xray_keys(views: int) -> list[str]:
     return [f"xray_{v}" for v in VIEWS[:views]]
 
 
-def load_datalist(path: str | os.PathLike, split: str = "training", views: int = 2, check_files: bool = True) -> list[dict]:
+def load_datalist(
+    path: str | os.PathLike, split: str = "training", views: int = 2, check_files: bool = True
+) -> list[dict]:
     """Items of one split of a ``datalist.json``, file paths made absolute and checked.
 
     Raises:
@@ -73,7 +74,9 @@ def load_datalist(path: str | os.PathLike, split: str = "training", views: int =
     if split not in SPLITS:
         raise KeyError(f"split must be one of {SPLITS}, got {split!r}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: datalist not found (write one with scripts/prepare_data.py or scripts/make_phantoms.py)")
+        raise FileNotFoundError(
+            f"{path}: datalist not found (write one with scripts/prepare_data.py or scripts/make_phantoms.py)"
+        )
     doc = read_json(path)
     base = os.path.dirname(os.path.abspath(path))
     items = []
@@ -94,7 +97,7 @@ def load_datalist(path: str | os.PathLike, split: str = "training", views: int =
     return items
 
 
-def prepared_transforms(views: int = 2, size: int = Protocol().size, extra_keys: Sequence[str] = ()) -> Compose:
+def prepared_transforms(views: int = 2, size: int = CTProtocol.size, extra_keys: Sequence[str] = ()) -> Compose:
     """Load a prepared case: NIfTI files -> contract tensors (``xray`` = concatenated views)."""
     xk = xray_keys(views)
     image_keys = [CT_KEY, LUNG_MASK_KEY, *xk, *extra_keys]
@@ -110,7 +113,7 @@ def prepared_transforms(views: int = 2, size: int = Protocol().size, extra_keys:
     )
 
 
-def x2ct_transforms(views: int = 2, size: int = Protocol().size, xray_size: int | None = None, **kwargs) -> Compose:
+def x2ct_transforms(views: int = 2, size: int = CTProtocol.size, xray_size: int | None = None, **kwargs) -> Compose:
     """X2CT HDF5 path (``h5`` key) -> contract, lung mask computed with the classical segmenter;
     X-rays at ``xray_size`` (default ``size``, the data contract)."""
     xray_size = xray_size or size
@@ -127,13 +130,15 @@ def prepared_dataset(
     datalist: str | os.PathLike,
     split: str = "training",
     views: int = 2,
-    size: int = Protocol().size,
+    size: int = CTProtocol.size,
     cache_rate: float = 1.0,
     num_workers: int = 0,
 ) -> CacheDataset:
     """A :class:`monai.data.CacheDataset` over one split of a prepared ``datalist.json``."""
     items = load_datalist(datalist, split, views=views)
-    return CacheDataset(items, prepared_transforms(views, size), cache_rate=cache_rate, num_workers=num_workers, progress=False)
+    return CacheDataset(
+        items, prepared_transforms(views, size), cache_rate=cache_rate, num_workers=num_workers, progress=False
+    )
 
 
 def raw_ct_dataset(
@@ -172,7 +177,7 @@ def x2ct_h5_dataset(
     root: str | os.PathLike,
     names_file: str | os.PathLike | None = None,
     views: int = 2,
-    size: int = Protocol().size,
+    size: int = CTProtocol.size,
     xray_size: int | None = None,
     num_workers: int = 0,
     **kwargs,
@@ -184,7 +189,9 @@ def x2ct_h5_dataset(
         with open(names_file) as f:
             names = [line.strip() for line in f if line.strip()]
     items = find_x2ct_cases(root, names)
-    return CacheDataset(items, x2ct_transforms(views, size, xray_size or size, **kwargs), num_workers=num_workers, progress=False)
+    return CacheDataset(
+        items, x2ct_transforms(views, size, xray_size or size, **kwargs), num_workers=num_workers, progress=False
+    )
 
 
 def make_dataset(
@@ -218,7 +225,18 @@ def make_dataset(
         from duolift_bundle.data.augmentation import AugmentedDataset, drr_augmentation
 
         base = make_dataset(
-            data_format, split, views, protocol, datalist, raw_source, raw_cache_dir, x2ct_root, x2ct_names_file, cache_rate, num_workers, seed
+            data_format,
+            split,
+            views,
+            protocol,
+            datalist,
+            raw_source,
+            raw_cache_dir,
+            x2ct_root,
+            x2ct_names_file,
+            cache_rate,
+            num_workers,
+            seed,
         )
         return AugmentedDataset(base, drr_augmentation(protocol, views, device=device, **dict(augmentation)), seed=seed)
     if isinstance(x2ct_names_file, Mapping):  # one names file per split
@@ -227,15 +245,28 @@ def make_dataset(
         if datalist is None:
             raise ValueError("data_format 'prepared' needs a datalist (datalist.json)")
         if split is None:  # every split
-            parts = [prepared_dataset(datalist, name, views=views, size=protocol.size, cache_rate=0.0) for name in SPLITS]
+            parts = [
+                prepared_dataset(datalist, name, views=views, size=protocol.size, cache_rate=0.0) for name in SPLITS
+            ]
             return torch.utils.data.ConcatDataset(parts)
-        return prepared_dataset(datalist, split, views=views, size=protocol.size, cache_rate=cache_rate, num_workers=num_workers)
+        return prepared_dataset(
+            datalist, split, views=views, size=protocol.size, cache_rate=cache_rate, num_workers=num_workers
+        )
     if data_format == "raw":
         if raw_source is None:
             raise ValueError("data_format 'raw' needs raw_source (a folder of CTs)")
-        return raw_ct_dataset(raw_source, split, views, protocol, cache_dir=raw_cache_dir, seed=seed, num_workers=num_workers)
+        return raw_ct_dataset(
+            raw_source, split, views, protocol, cache_dir=raw_cache_dir, seed=seed, num_workers=num_workers
+        )
     if data_format == "x2ct":
         if x2ct_root is None:
             raise ValueError("data_format 'x2ct' needs x2ct_root")
-        return x2ct_h5_dataset(x2ct_root, x2ct_names_file, views=views, size=protocol.size, xray_size=protocol.xray_size, num_workers=num_workers)
+        return x2ct_h5_dataset(
+            x2ct_root,
+            x2ct_names_file,
+            views=views,
+            size=protocol.size,
+            xray_size=protocol.xray_size,
+            num_workers=num_workers,
+        )
     raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")

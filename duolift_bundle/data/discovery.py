@@ -42,6 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 class InputNotFoundError(DuoLiftError, FileNotFoundError):
     """The source given (``--input_dir``, ``--dataset_dir`` ...) does not exist."""
 

@@ -21,15 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Transform
-
 from duolift_bundle.constants import CT_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import discover_cases
-from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
+from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.xray_io import XRayInputError
 from duolift_bundle.data.xray_placement import DEFAULT_MAGNIFICATION
 from duolift_bundle.geometry import Protocol
+from monai.transforms import Transform
 
 __all__ = ["inference_items", "LoadInferenceCase"]
 
@@ -96,10 +95,22 @@ class LoadInferenceCase(Transform):
             if self._ct_chain is None:
                 self._ct_chain = raw_ct_chain(self.protocol, self.views)
             out = self._ct_chain({"case": item["case"], CT_KEY: item[CT_KEY], "series": item.get("series")})
-            return {"case": item["case"], "kind": "ct", "source": str(item[CT_KEY]), XRAY_KEY: torch.as_tensor(np.asarray(out[XRAY_KEY]), dtype=torch.float32), CT_KEY: out[CT_KEY]}
+            return {
+                "case": item["case"],
+                "kind": "ct",
+                "source": str(item[CT_KEY]),
+                XRAY_KEY: torch.as_tensor(np.asarray(out[XRAY_KEY]), dtype=torch.float32),
+                CT_KEY: out[CT_KEY],
+            }
         wanted = VIEWS[: self.views]
         images, info = [], {}
         for view in wanted:
             image, info[view] = load_radiograph(item[view], view, self.protocol, self.settings)
             images.append(image)
-        return {"case": item["case"], "kind": "xray", "source": ", ".join(str(item[v]) for v in wanted), XRAY_KEY: torch.as_tensor(np.stack(images)), "xray_info": json.dumps(info)}
+        return {
+            "case": item["case"],
+            "kind": "xray",
+            "source": ", ".join(str(item[v]) for v in wanted),
+            XRAY_KEY: torch.as_tensor(np.stack(images)),
+            "xray_info": json.dumps(info),
+        }

@@ -36,12 +36,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage as ndi
-
 from duolift_bundle.data.discovery import CaseSource
 from duolift_bundle.data.prepare import prepare
 from duolift_bundle.geometry import CTProtocol, Protocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
+from scipy import ndimage as ndi
 
 #: the protocol's field of view: phantoms are drawn on its own grid
 FOV_MM = CTProtocol().fov_mm
@@ -105,7 +104,9 @@ def _vessel_tree(rng, root, direction, length, radius, depth, segments) -> None:
     for sign in (1.0, -1.0):
         angle = np.deg2rad(rng.uniform(20, 40)) * sign
         child = d * np.cos(angle) + perp * np.sin(angle)
-        _vessel_tree(rng, end, child, length * rng.uniform(0.68, 0.82), radius * rng.uniform(0.68, 0.78), depth - 1, segments)
+        _vessel_tree(
+            rng, end, child, length * rng.uniform(0.68, 0.82), radius * rng.uniform(0.68, 0.78), depth - 1, segments
+        )
 
 
 def _superellipse(x, y, ax, ay, n):
@@ -187,7 +188,13 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
     body = r <= 1.0
     if p["breasts"]:
         for side in (-1.0, 1.0):
-            breast = _ellipsoid(z, y, x, (rng.uniform(-30, 10), p["body_y0"] - p["body_ay"] + 12.0, side * rng.uniform(55, 80)), (55.0, rng.uniform(25, 45), 55.0))
+            breast = _ellipsoid(
+                z,
+                y,
+                x,
+                (rng.uniform(-30, 10), p["body_y0"] - p["body_ay"] + 12.0, side * rng.uniform(55, 80)),
+                (55.0, rng.uniform(25, 45), 55.0),
+            )
             body = body | breast
     hu = np.full(shape, -1000.0, dtype=np.float32)
     soft = p["soft_hu"]
@@ -200,18 +207,35 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
     # --- diaphragm domes: z of the lung base over (y, x); lungs above, abdomen below
     cx_dome = 0.45 * p["body_ax"]
     dome = np.where(x < 0, p["dome_right"], p["dome_right"] + p["dome_drop"])
-    bowl = ((np.abs(x) - cx_dome) / (0.55 * p["body_ax"])) ** 2 + ((y - p["body_y0"] + 10.0) / (0.8 * p["body_ay"])) ** 2
-    z_base = dome + (p["recess"] - dome) * np.clip(bowl, 0.0, 1.0) + 25.0 * np.clip((y - p["body_y0"]) / p["body_ay"], 0.0, 1.0)
+    bowl = ((np.abs(x) - cx_dome) / (0.55 * p["body_ax"])) ** 2 + (
+        (y - p["body_y0"] + 10.0) / (0.8 * p["body_ay"])
+    ) ** 2
+    z_base = (
+        dome
+        + (p["recess"] - dome) * np.clip(bowl, 0.0, 1.0)
+        + 25.0 * np.clip((y - p["body_y0"]) / p["body_ay"], 0.0, 1.0)
+    )
     below = (z > z_base) & cavity
     # abdomen: liver (right, across the midline in front), stomach and spleen (left), bowel in fat
     liver = below & full(x < 25.0 - 0.4 * (y - p["body_y0"])) & (z < z_base + rng.uniform(120, 170))
     hu[liver] = rng.uniform(45, 58)
-    stomach_c = (p["dome_right"] + p["dome_drop"] + rng.uniform(35, 60), p["body_y0"] - rng.uniform(5, 30), rng.uniform(45, 70))
-    stomach = _ellipsoid(z, y, x, stomach_c, (rng.uniform(35, 50), rng.uniform(30, 40), rng.uniform(30, 45))) & below & ~liver
+    stomach_c = (
+        p["dome_right"] + p["dome_drop"] + rng.uniform(35, 60),
+        p["body_y0"] - rng.uniform(5, 30),
+        rng.uniform(45, 70),
+    )
+    stomach = (
+        _ellipsoid(z, y, x, stomach_c, (rng.uniform(35, 50), rng.uniform(30, 40), rng.uniform(30, 45))) & below & ~liver
+    )
     hu[stomach] = soft
     if p["stomach_air"]:
         hu[stomach & (z < stomach_c[0] - 12.0)] = -1000.0
-    spleen = _ellipsoid(z, y, x, (stomach_c[0] + 10.0, p["body_y0"] + 0.45 * p["body_ay"], 0.62 * p["body_ax"]), (45.0, 30.0, 20.0)) & below
+    spleen = (
+        _ellipsoid(
+            z, y, x, (stomach_c[0] + 10.0, p["body_y0"] + 0.45 * p["body_ay"], 0.62 * p["body_ax"]), (45.0, 30.0, 20.0)
+        )
+        & below
+    )
     hu[spleen] = soft + 10.0
     bowel = below & ~liver & ~stomach & ~spleen & (_smooth_noise(rng, shape, 6.0 / vox) > 0.6)
     hu[bowel] = soft - 5.0
@@ -223,7 +247,9 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
         e = ((x - side * lung_x) / (0.5 * p["body_ax"])) ** 2 + ((y - p["body_y0"]) / (0.9 * p["body_ay"])) ** 2
         m = cavity & (z >= p["lung_top"]) & (z <= z_base) & (e <= apex) & full(side * x > 0)
         lung[m] = label
-    mediastinum = full(np.abs(x - 5.0) < 20.0 + 10.0 * np.clip((z + 60.0) / 60.0, 0.0, 1.0)) & full(y - p["body_y0"] < 0.55 * p["body_ay"])
+    mediastinum = full(np.abs(x - 5.0) < 20.0 + 10.0 * np.clip((z + 60.0) / 60.0, 0.0, 1.0)) & full(
+        y - p["body_y0"] < 0.55 * p["body_ay"]
+    )
     lung[mediastinum] = 0
     # --- heart (myocardium, chambers, epicardial fat) and great vessels
     heart_c = (p["dome_right"] - rng.uniform(20, 40), p["body_y0"] - rng.uniform(15, 35), rng.uniform(12, 32))
@@ -242,9 +268,15 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
     r_ao = rng.uniform(11, 15)
     _paint_segment(vessels_big, z, y, x, top, arch, r_ao)  # ascending aorta
     _paint_segment(vessels_big, z, y, x, arch, (arch[0] + 10.0, spine_y - 25.0, 22.0), r_ao)  # arch
-    _paint_segment(vessels_big, z, y, x, (arch[0] + 10.0, spine_y - 25.0, 22.0), (200.0, spine_y - 28.0, 12.0), r_ao * 0.9)  # descending
-    _paint_segment(vessels_big, z, y, x, (top[0], top[1] - 10.0, top[2] + 25.0), (top[0] - 35.0, top[1], 20.0), 13.0)  # pulmonary trunk
-    _paint_segment(vessels_big, z, y, x, (-170.0, p["body_y0"] - 10.0, -25.0), (top[0], top[1], -25.0), 9.0)  # superior vena cava
+    _paint_segment(
+        vessels_big, z, y, x, (arch[0] + 10.0, spine_y - 25.0, 22.0), (200.0, spine_y - 28.0, 12.0), r_ao * 0.9
+    )  # descending
+    _paint_segment(
+        vessels_big, z, y, x, (top[0], top[1] - 10.0, top[2] + 25.0), (top[0] - 35.0, top[1], 20.0), 13.0
+    )  # pulmonary trunk
+    _paint_segment(
+        vessels_big, z, y, x, (-170.0, p["body_y0"] - 10.0, -25.0), (top[0], top[1], -25.0), 9.0
+    )  # superior vena cava
     hu[vessels_big] = soft + 5.0
     lung[vessels_big] = 0
     # --- airways: trachea and a tapering bronchial tree (air, thin walls)
@@ -262,10 +294,26 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
     vessels = np.zeros(shape, dtype=bool)
     v_depth = int(rng.integers(5, 7))
     for side in (-1.0, 1.0):
-        hilum = np.array([carina[0] + rng.uniform(10, 30), p["body_y0"] + rng.uniform(-5, 10), side * rng.uniform(35, 48)])
+        hilum = np.array(
+            [carina[0] + rng.uniform(10, 30), p["body_y0"] + rng.uniform(-5, 10), side * rng.uniform(35, 48)]
+        )
         vsegs: list = []
-        for direction in ((-0.6, 0.1, side * 0.6), (0.8, 0.1, side * 0.4), (0.1, -0.7, side * 0.6), (0.2, 0.8, side * 0.5), (0.9, 0.5, side * 0.2)):
-            _vessel_tree(rng, hilum, np.array(direction) + rng.normal(scale=0.15, size=3), rng.uniform(30, 45), rng.uniform(4.0, 5.5), v_depth, vsegs)
+        for direction in (
+            (-0.6, 0.1, side * 0.6),
+            (0.8, 0.1, side * 0.4),
+            (0.1, -0.7, side * 0.6),
+            (0.2, 0.8, side * 0.5),
+            (0.9, 0.5, side * 0.2),
+        ):
+            _vessel_tree(
+                rng,
+                hilum,
+                np.array(direction) + rng.normal(scale=0.15, size=3),
+                rng.uniform(30, 45),
+                rng.uniform(4.0, 5.5),
+                v_depth,
+                vsegs,
+            )
         for p0, p1, rad in vsegs:
             _paint_segment(vessels, z, y, x, p0, p1, max(rad, 0.6 * vox))
     # lung parenchyma: base density, gravity gradient (denser at the back), smooth texture
@@ -308,13 +356,30 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
         tube = ((z - z_rib) / 3.5) ** 2 + ((depth - rib_d) / 3.5) ** 2 <= 1.0
         hu[tube & full(bone_arc) & (lung == 0)] = rib_hu
         hu[tube & full(cartilage_arc) & (lung == 0) & (z < p["recess"])] = soft + 80.0
-    sternum = full((np.abs(x) <= 15.0) & (np.abs(depth - rib_d) <= 5.0) & (yb < 0)) & (z > p["lung_top"] + 20.0) & (z < heart_c[0] + 0.8 * hr)
+    sternum = (
+        full((np.abs(x) <= 15.0) & (np.abs(depth - rib_d) <= 5.0) & (yb < 0))
+        & (z > p["lung_top"] + 20.0)
+        & (z < heart_c[0] + 0.8 * hr)
+    )
     hu[sternum] = rng.uniform(250, 350)
     for sx in (-1.0, 1.0):
         clav = np.zeros(shape, dtype=bool)
-        _paint_segment(clav, z, y, x, (p["lung_top"] + 15.0, p["body_y0"] - 0.8 * p["body_ay"], sx * 18.0), (p["lung_top"] - 5.0, p["body_y0"] - 0.2 * p["body_ay"], sx * 0.85 * p["body_ax"]), 7.0)
+        _paint_segment(
+            clav,
+            z,
+            y,
+            x,
+            (p["lung_top"] + 15.0, p["body_y0"] - 0.8 * p["body_ay"], sx * 18.0),
+            (p["lung_top"] - 5.0, p["body_y0"] - 0.2 * p["body_ay"], sx * 0.85 * p["body_ax"]),
+            7.0,
+        )
         hu[clav & full(body)] = rib_hu
-        scap = full((np.abs(depth - fat_t - 0.5 * p["muscle"]) <= 2.0) & (yb > 0.35 * ay) & (np.abs(x) > 50.0) & (np.abs(x) < 0.85 * p["body_ax"]))
+        scap = full(
+            (np.abs(depth - fat_t - 0.5 * p["muscle"]) <= 2.0)
+            & (yb > 0.35 * ay)
+            & (np.abs(x) > 50.0)
+            & (np.abs(x) < 0.85 * p["body_ax"])
+        )
         hu[scap & (z > p["lung_top"] - 10.0) & (z < p["lung_top"] + rng.uniform(110, 150)) & full(sx * x > 0)] = rib_hu
     # --- arms: at the sides (down), beside the head (up, top of the scan) or out of the field
     for sx in (-1.0, 1.0):
@@ -325,7 +390,9 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
             hu[full(arm_r <= 33.0) & (z < p["recess"])] = soft + 15.0
             hu[full(arm_r <= 9.0) & (z < p["recess"])] = rib_hu
         elif p["arms"] == "up":
-            arm = _ellipsoid(z, y, x, (p["lung_top"] - 40.0, p["body_y0"] - 20.0, sx * 0.75 * p["body_ax"]), (45.0, 45.0, 42.0))
+            arm = _ellipsoid(
+                z, y, x, (p["lung_top"] - 40.0, p["body_y0"] - 20.0, sx * 0.75 * p["body_ax"]), (45.0, 45.0, 42.0)
+            )
             hu[arm] = soft + 15.0
     # soft-tissue texture, partial volume, scanner noise, reconstruction circle, scan length
     tissue = (hu > -200.0) & (hu < 200.0)
@@ -341,7 +408,9 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
     return Phantom(hu=hu, lung=lung, vessels=vessels.astype(np.uint8), affine=grid_affine(size, fov), params=p)
 
 
-def asymmetric_ball_phantom(size: int = 64, fov: float = FOV_MM, centre_mm=(-60.0, -50.0, 70.0), radius_mm: float = 30.0) -> Phantom:
+def asymmetric_ball_phantom(
+    size: int = 64, fov: float = FOV_MM, centre_mm=(-60.0, -50.0, 70.0), radius_mm: float = 30.0
+) -> Phantom:
     """Water cylinder body with a dense ball (1000 HU) at ``centre_mm`` = ``(z, y, x)`` in the bundle
     convention (z towards inferior, y towards posterior, x towards patient left); the default puts
     it superior, anterior and on the patient's left: one octant, so any flip is visible."""
@@ -353,7 +422,13 @@ def asymmetric_ball_phantom(size: int = 64, fov: float = FOV_MM, centre_mm=(-60.
     ball = (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= radius_mm**2
     hu[ball] = 1000.0
     empty = np.zeros(shape, dtype=np.uint8)
-    return Phantom(hu=hu, lung=empty, vessels=ball.astype(np.uint8), affine=grid_affine(size, fov), params={"centre_mm": list(centre_mm)})
+    return Phantom(
+        hu=hu,
+        lung=empty,
+        vessels=ball.astype(np.uint8),
+        affine=grid_affine(size, fov),
+        params={"centre_mm": list(centre_mm)},
+    )
 
 
 def write_raw_phantom(phantom: Phantom, folder: str | os.PathLike, case_id: str) -> CaseSource:
@@ -361,14 +436,20 @@ def write_raw_phantom(phantom: Phantom, folder: str | os.PathLike, case_id: str)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, arr, dtype in (("ct", phantom.hu, np.int16), ("lung_label", phantom.lung, np.uint8), ("vessel_label", phantom.vessels, np.uint8)):
+    for name, arr, dtype in (
+        ("ct", phantom.hu, np.int16),
+        ("lung_label", phantom.lung, np.uint8),
+        ("vessel_label", phantom.vessels, np.uint8),
+    ):
         path = folder / (f"{case_id}.nii.gz" if name == "ct" else f"{case_id}_{name}.nii.gz")
         img = nib.Nifti1Image(np.round(arr).astype(dtype), phantom.affine)
         img.header.set_xyzt_units("mm")
         with atomic_path(path) as tmp:
             img.to_filename(tmp)
         paths[name] = str(path)
-    return CaseSource(case_id, paths["ct"], labels={"lung_label": paths["lung_label"], "vessel_label": paths["vessel_label"]})
+    return CaseSource(
+        case_id, paths["ct"], labels={"lung_label": paths["lung_label"], "vessel_label": paths["vessel_label"]}
+    )
 
 
 def make_phantom_set(
@@ -398,4 +479,6 @@ def make_phantom_set(
             sources.append(CaseSource(case_id, str(ct_path), labels=labels))
         else:
             sources.append(write_raw_phantom(make_phantom(seed + i, size=size), raw, case_id))
-    return prepare(sources, out, protocol, workers=workers, split="seeded", seed=seed, fractions=fractions, progress=progress)
+    return prepare(
+        sources, out, protocol, workers=workers, split="seeded", seed=seed, fractions=fractions, progress=progress
+    )

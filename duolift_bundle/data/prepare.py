@@ -25,7 +25,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-
 from duolift_bundle.constants import CT_KEY, FAILED_NAME, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import CaseSource, discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain, transform_error
@@ -55,7 +54,12 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.to_filename(str(path))
 
 
-def prepare_case(source: CaseSource, out_root: str | os.PathLike, protocol: Protocol | None = None, formats: Sequence[str] = ("nifti",)) -> dict:
+def prepare_case(
+    source: CaseSource,
+    out_root: str | os.PathLike,
+    protocol: Protocol | None = None,
+    formats: Sequence[str] = ("nifti",),
+) -> dict:
     """Prepare one case into ``out_root/<case_id>/`` atomically (the raw chain plus a writer);
     returns its datalist entry."""
     protocol = protocol or Protocol()
@@ -63,7 +67,9 @@ def prepare_case(source: CaseSource, out_root: str | os.PathLike, protocol: Prot
     out_root = Path(out_root)
     t0 = time.perf_counter()
     label_keys = list(source.labels)
-    data = raw_ct_chain(protocol, views=len(VIEWS), label_keys=label_keys)({"case": source.case_id, CT_KEY: source.path, "series": source.series, **source.labels})
+    data = raw_ct_chain(protocol, views=len(VIEWS), label_keys=label_keys)(
+        {"case": source.case_id, CT_KEY: source.path, "series": source.series, **source.labels}
+    )
     ct_out = data[CT_KEY]
     affine = ct_out.affine.numpy()
     vol = ct_out[0].numpy().astype(np.float32)
@@ -131,7 +137,13 @@ def _remove_stale_temporaries(out_root: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def write_datalist(out_root: str | os.PathLike, scheme: str = "auto", seed: int = 0, fractions: Sequence[float] = (0.8, 0.1, 0.1), extra: dict | None = None) -> Path:
+def write_datalist(
+    out_root: str | os.PathLike,
+    scheme: str = "auto",
+    seed: int = 0,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    extra: dict | None = None,
+) -> Path:
     """(Re)write ``datalist.json`` from every finished case folder under ``out_root``."""
     out_root = Path(out_root)
     entries = _finished_entries(out_root)
@@ -212,14 +224,22 @@ def prepare(
         if pool is not None:
             pool.close()
             pool.join()
-    datalist = write_datalist(out_root, scheme=split, seed=seed, fractions=fractions, extra={"protocol": protocol.to_dict()})
+    datalist = write_datalist(
+        out_root, scheme=split, seed=seed, fractions=fractions, extra={"protocol": protocol.to_dict()}
+    )
     for name, content in ((FAILED_NAME, failed), (SKIPPED_NAME, skipped_sources)):
         path = out_root / name
         if content:
             write_json(path, content)
         elif path.exists():
             path.unlink()
-    return {"prepared": sorted(prepared), "already_done": sorted(already), "skipped": skipped_sources, "failed": failed, "datalist": str(datalist)}
+    return {
+        "prepared": sorted(prepared),
+        "already_done": sorted(already),
+        "skipped": skipped_sources,
+        "failed": failed,
+        "datalist": str(datalist),
+    }
 
 
 def format_summary(summary: dict) -> str:
@@ -256,6 +276,16 @@ def main(
     protocol. ``--format x2ct-h5`` also writes X2CT-GAN's HDF5 file per case."""
     formats = (format,) if isinstance(format, str) else tuple(format)
     formats = tuple(dict.fromkeys(("nifti",) + tuple(f.strip() for fs in formats for f in str(fs).split(","))))
-    summary = prepare(src, out, Protocol.build(**protocol), formats, workers=workers, overwrite=overwrite, split=split, seed=seed, progress=progress)
+    summary = prepare(
+        src,
+        out,
+        Protocol.build(**protocol),
+        formats,
+        workers=workers,
+        overwrite=overwrite,
+        split=split,
+        seed=seed,
+        progress=progress,
+    )
     print(format_summary(summary))
     return 1 if summary["failed"] else 0

@@ -26,8 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
-
-from duolift_bundle.data.xray_contrast import CONTRAST, DISTANCE_WARNING, histogram_distance, load_reference, match_to_reference
+from duolift_bundle.data.xray_contrast import (
+    CONTRAST,
+    DISTANCE_WARNING,
+    histogram_distance,
+    load_reference,
+    match_to_reference,
+)
 from duolift_bundle.data.xray_io import NORMALIZE, read_radiograph, square_resize
 from duolift_bundle.data.xray_placement import (
     DEFAULT_MAGNIFICATION,
@@ -66,14 +71,19 @@ class RadiographSettings:
     _quantiles: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("xray_normalize", self.normalize, NORMALIZE), ("xray_placement", self.placement, PLACEMENT), ("xray_contrast", self.contrast, CONTRAST)):
+        for name, value, allowed in (
+            ("xray_normalize", self.normalize, NORMALIZE),
+            ("xray_placement", self.placement, PLACEMENT),
+            ("xray_contrast", self.contrast, CONTRAST),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not self.magnification or float(self.magnification) < 1.0:
-            raise ValueError(f"xray_magnification must be >= 1 (source-detector / source-patient distance), got {self.magnification}")
+            raise ValueError(
+                f"xray_magnification must be >= 1 (source-detector / source-patient distance), got {self.magnification}"
+            )
         if self.contrast == "histogram" and self.reference is None:
             raise ValueError("xray_contrast 'histogram' needs xray_reference (the training DRRs' histogram file)")
-
 
     def reference_quantiles(self, view: str) -> Optional[np.ndarray]:
         """The reference quantiles of ``view``, read once: required with ``contrast="histogram"``
@@ -86,7 +96,9 @@ class RadiographSettings:
         return self._quantiles[view]
 
 
-def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, settings: RadiographSettings) -> tuple[np.ndarray, dict[str, Any]]:
+def load_radiograph(
+    path: str | os.PathLike, view: str, protocol: Protocol, settings: RadiographSettings
+) -> tuple[np.ndarray, dict[str, Any]]:
     """One radiograph file of ``view`` -> ``(image, info)``: the ``(S, S)`` float32 network input
     in [0, 1] (``S`` = the protocol's X-ray size) and a record of the steps (see the module
     docstring): ``pixel_mm``, ``spacing_source``, ``spacing_estimated``, ``flips``, ``film_fraction``
@@ -109,7 +121,9 @@ def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, sett
     if settings.placement == "square":
         placed = square_resize(image, size)
         covered = np.ones((size, size), bool)
-        info.update(spacing_source="none: centred square of the shorter side (xray_placement square)", spacing_estimated=False)
+        info.update(
+            spacing_source="none: centred square of the shorter side (xray_placement square)", spacing_estimated=False
+        )
     else:
         spacing = patient_pixel_mm(path, image.shape, header, geometry, settings.pixel_spacing, settings.magnification)
         if spacing is None:
@@ -117,9 +131,15 @@ def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, sett
             spacing = estimate_pixel_mm(image, geometry, why)
             notes.append(spacing.note)
         placed, covered = place_on_detector(image, spacing, geometry, size, fill=lo)
-        info.update(pixel_mm=[round(spacing.row_mm, 5), round(spacing.col_mm, 5)], spacing_source=spacing.source, spacing_estimated=spacing.estimated)
+        info.update(
+            pixel_mm=[round(spacing.row_mm, 5), round(spacing.col_mm, 5)],
+            spacing_source=spacing.source,
+            spacing_estimated=spacing.estimated,
+        )
         if covered.mean() < 0.9:
-            notes.append(f"the film covers {100 * covered.mean():.0f}% of the {field_mm(geometry):.0f} mm field; the rest is padded")
+            notes.append(
+                f"the film covers {100 * covered.mean():.0f}% of the {field_mm(geometry):.0f} mm field; the rest is padded"
+            )
     # scaled at the network's size, as the training DRRs are normalised after their resampling
     hi = float(placed.max())
     placed = (placed - lo) / (hi - lo) if hi > lo else np.zeros_like(placed)
@@ -128,7 +148,8 @@ def load_radiograph(path: str | os.PathLike, view: str, protocol: Protocol, sett
         info["histogram_distance"] = round(histogram_distance(placed, quantiles, covered), 4)
         if settings.contrast == "none" and info["histogram_distance"] > DISTANCE_WARNING:
             notes.append(
-                f"its intensities are far from the training DRRs' (distance {info['histogram_distance']:.2f} > {DISTANCE_WARNING}); "
+                f"its intensities are far from the training DRRs' (distance {info['histogram_distance']:.2f} > "
+                f"{DISTANCE_WARNING}); "
                 "a processed film? --xray_contrast histogram matches them"
             )
     if settings.contrast == "histogram":

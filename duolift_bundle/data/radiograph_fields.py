@@ -69,7 +69,14 @@ def radiograph_fields(image: np.ndarray, work: int = 128, min_lung_fraction: flo
     air = small < threshold_otsu(small[dark]) if dark.sum() > 16 else np.zeros_like(dark)
     air_labels, _ = ndimage.label(air)
     ch, cw = max(1, sh // 20), max(1, sw // 20)
-    corner_boxes = np.concatenate([air_labels[:ch, :cw].ravel(), air_labels[:ch, -cw:].ravel(), air_labels[-ch:, :cw].ravel(), air_labels[-ch:, -cw:].ravel()])
+    corner_boxes = np.concatenate(
+        [
+            air_labels[:ch, :cw].ravel(),
+            air_labels[:ch, -cw:].ravel(),
+            air_labels[-ch:, :cw].ravel(),
+            air_labels[-ch:, -cw:].ravel(),
+        ]
+    )
     outside = np.isin(air_labels, list(set(corner_boxes.tolist()) - {0}))
     dark = ndimage.binary_opening(dark & ~ndimage.binary_dilation(outside, iterations=1), iterations=1)
     labels, n = ndimage.label(dark)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.data import NibabelReader
-from monai.transforms import Compose, LoadImaged
-
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.ct_io import LoadCTd
 from duolift_bundle.geometry import Protocol
@@ -23,6 +20,8 @@ from duolift_bundle.transforms.contract import CheckContractd
 from duolift_bundle.transforms.ct_protocol import ct_protocol
 from duolift_bundle.transforms.drr import DRRd
 from duolift_bundle.transforms.lung_mask import LungMaskd, RemoveTabled
+from monai.data import NibabelReader
+from monai.transforms import Compose, LoadImaged
 
 __all__ = ["raw_ct_chain", "transform_error"]
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
-
 from duolift_bundle.constants import HU_MAX, HU_MIN, unit_to_hu
 from duolift_bundle.transforms.lung_mask import body_mask
+from scipy import ndimage as ndi
 
 __all__ = ["HU_CLASSES", "STATISTICS", "TRUNK", "chest_statistics", "compare"]
 
@@ -135,7 +134,9 @@ def chest_statistics(
     return {k: s[k] for k in STATISTICS}
 
 
-def compare(real: Sequence[Mapping[str, float]], synthetic: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float | bool]]:
+def compare(
+    real: Sequence[Mapping[str, float]], synthetic: Sequence[Mapping[str, float]]
+) -> dict[str, dict[str, float | bool]]:
     """Per statistic: the real cases' min / max and the synthetic cases' mean / min / max, and
     whether the synthetic mean lies inside the real range."""
     out: dict[str, dict[str, float | bool]] = {}

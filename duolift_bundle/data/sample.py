@@ -41,5 +41,7 @@ def real_radiograph() -> Path:
 
     path = get_testdata_file(REAL_RADIOGRAPH, download=False)
     if not path:
-        raise FileNotFoundError(f"{REAL_RADIOGRAPH}: not found; install the pydicom-data package (pip install pydicom-data==1.0.0)")
+        raise FileNotFoundError(
+            f"{REAL_RADIOGRAPH}: not found; install the pydicom-data package (pip install pydicom-data==1.0.0)"
+        )
     return Path(path)

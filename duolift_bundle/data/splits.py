@@ -81,6 +81,8 @@ def assign_splits(
         logger.warning(
             "%d case(s), none in the validation split by its seeded hash (fraction %g): moved %s from "
             "training to validation so that training validates (a larger set gets its own validation cases)",
-            len(ids), f_val, moved,
+            len(ids),
+            f_val,
+            moved,
         )
     return out

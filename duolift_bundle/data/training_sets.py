@@ -66,7 +66,11 @@ def compose_datalist(
             raise ValueError(f"{real}: holdout {name!r} matches {len(hits)} real cases (cases: {found})")
         held.append(hits[0])
     train_real = [it for it in real_items if it not in held]
-    training = [dict(it, case=f"{it['case']}#{r}" if real_repeats > 1 else it["case"]) for r in range(real_repeats) for it in train_real]
+    training = [
+        dict(it, case=f"{it['case']}#{r}" if real_repeats > 1 else it["case"])
+        for r in range(real_repeats)
+        for it in train_real
+    ]
     if phantoms is not None:
         training += [it for split in ("training", "validation") for it in load_datalist(phantoms, split, views=views)]
     if not training:

@@ -19,13 +19,12 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
-
 from duolift_bundle.constants import AIR_HU, HU_MAX
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import atomic_path
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 
 __all__ = ["X2CT_FILENAME", "X2CTDataError", "write_x2ct_h5", "read_x2ct_h5", "LoadX2CTH5d", "find_x2ct_cases"]
 

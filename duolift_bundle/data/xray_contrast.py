@@ -21,7 +21,6 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.io_utils import read_json, write_json
 
@@ -55,16 +54,28 @@ def reference_quantiles(images: Sequence[np.ndarray], n: int = N_QUANTILES) -> l
     return [float(v) for v in np.quantile(values, np.linspace(0.0, 1.0, n))]
 
 
-def write_reference(path: str | os.PathLike, quantiles: Mapping[str, Sequence[float]], source: str, geometry: str) -> None:
+def write_reference(
+    path: str | os.PathLike, quantiles: Mapping[str, Sequence[float]], source: str, geometry: str
+) -> None:
     """Write a reference file ``{"views": {view: quantiles}, "source", "geometry"}`` atomically."""
-    write_json(path, {"views": {v: [round(float(q), 6) for q in qs] for v, qs in quantiles.items()}, "source": source, "geometry": geometry, "n_quantiles": len(next(iter(quantiles.values())))})
+    write_json(
+        path,
+        {
+            "views": {v: [round(float(q), 6) for q in qs] for v, qs in quantiles.items()},
+            "source": source,
+            "geometry": geometry,
+            "n_quantiles": len(next(iter(quantiles.values()))),
+        },
+    )
 
 
 def load_reference(path: str | os.PathLike, views: Sequence[str]) -> dict[str, np.ndarray]:
     """``{view: quantiles}`` of a reference file, checked."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise XRayReferenceError(f"{path}: X-ray reference histogram not found (write one with scripts/xray_reference.py, or --xray_contrast none)")
+        raise XRayReferenceError(
+            f"{path}: X-ray reference histogram not found (write one with scripts/xray_reference.py, or --xray_contrast none)"
+        )
     try:
         doc = read_json(path)
         out = {v: np.asarray(doc["views"][v], dtype=np.float64) for v in views}
@@ -86,7 +97,9 @@ def match_to_reference(image: np.ndarray, quantiles: np.ndarray, mask: np.ndarra
     mask = np.ones(out.shape, bool) if mask is None else np.asarray(mask, bool)
     if mask.sum() < 2:
         return out
-    out[mask] = match_histograms(out[mask].astype(np.float64), np.asarray(quantiles, dtype=np.float64)).astype(np.float32)
+    out[mask] = match_histograms(out[mask].astype(np.float64), np.asarray(quantiles, dtype=np.float64)).astype(
+        np.float32
+    )
     return out
 
 
@@ -94,6 +107,8 @@ def histogram_distance(image: np.ndarray, quantiles: np.ndarray, mask: np.ndarra
     """Mean absolute difference between the quantile functions of ``image`` (within ``mask``) and
     of the reference, at the reference's probabilities: the 1-Wasserstein distance of the two
     intensity distributions on [0, 1]."""
-    values = np.asarray(image, dtype=np.float64)[np.ones(np.shape(image), bool) if mask is None else np.asarray(mask, bool)]
+    values = np.asarray(image, dtype=np.float64)[
+        np.ones(np.shape(image), bool) if mask is None else np.asarray(mask, bool)
+    ]
     quantiles = np.asarray(quantiles, dtype=np.float64)
     return float(np.mean(np.abs(np.quantile(values, np.linspace(0.0, 1.0, quantiles.size)) - quantiles)))

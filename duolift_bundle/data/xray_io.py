@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from duolift_bundle.errors import DuoLiftError
-from duolift_bundle.geometry import CTProtocol
 
 __all__ = [
     "XRayInputError",
@@ -66,7 +64,12 @@ DICOM_GEOMETRY_TAGS = (
 def _read_png(path: str) -> tuple[np.ndarray, dict]:
     from PIL import Image
 
-    with Image.open(path) as im:
+    try:
+        im = Image.open(path)
+        im.load()
+    except Exception as err:  # Pillow raises several types (OSError, SyntaxError, AttributeError) for a bad file
+        raise XRayInputError(f"{path}: not a readable PNG / JPEG image ({type(err).__name__}: {err})") from err
+    with im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             raise XRayInputError(f"{path}: a 16-bit image (mode {im.mode}); save it as 8-bit greyscale or DICOM")
         if im.mode not in ("L", "LA"):
@@ -81,7 +84,11 @@ def _read_nifti(path: str) -> tuple[np.ndarray, dict]:
     data = np.squeeze(np.asarray(img.dataobj, dtype=np.float32))
     if data.ndim != 2:
         raise XRayInputError(f"{path}: a NIfTI X-ray must be 2D, got shape {tuple(img.shape)}")
-    zooms = [float(z) for z, n in zip(img.header.get_zooms(), img.shape) if n > 1][:2] if data.shape == img.shape[:2] else None
+    zooms = (
+        [float(z) for z, n in zip(img.header.get_zooms(), img.shape) if n > 1][:2]
+        if data.shape == img.shape[:2]
+        else None
+    )
     return data, {"format": "nifti", "pixdim": zooms}
 
 
@@ -112,7 +119,9 @@ def _read_dicom(path: str) -> tuple[np.ndarray, dict]:
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise XRayInputError(f"{path}: a multi-frame DICOM ({ds.NumberOfFrames} frames); expected one 2D radiograph")
     if str(ds.get("Modality", "")).upper() in ("CT", "MR", "PT", "NM"):
-        raise XRayInputError(f"{path}: a {ds.Modality} slice, not a radiograph (give a CT as a series folder or a 3D file)")
+        raise XRayInputError(
+            f"{path}: a {ds.Modality} slice, not a radiograph (give a CT as a series folder or a 3D file)"
+        )
     pixels = ds.pixel_array
     if pixels.ndim != 2:
         raise XRayInputError(f"{path}: pixel data of shape {pixels.shape}; expected a 2D greyscale radiograph")

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
-
 from duolift_bundle.geometry import DRRGeometry
 
 __all__ = [
@@ -142,7 +141,12 @@ def patient_pixel_mm(
             pair = (pair[0] / mag, pair[1] / mag)
             if _plausible(pair, shape):
                 return Spacing(*pair, source=f"sidecar {os.path.basename(path)}.json (magnification {mag:g})")
-            logger.warning("%s: the sidecar's pixel_spacing %s gives a %s mm film; ignored", path, side["pixel_spacing"], _extent(pair, shape))
+            logger.warning(
+                "%s: the sidecar's pixel_spacing %s gives a %s mm film; ignored",
+                path,
+                side["pixel_spacing"],
+                _extent(pair, shape),
+            )
     fmt = header.get("format")
     if fmt == "dicom":
         imager = _pair(header.get("ImagerPixelSpacing"))
@@ -150,7 +154,10 @@ def patient_pixel_mm(
             mag, how = _dicom_magnification(header, default_magnification)
             pair = (imager[0] / mag, imager[1] / mag)
             if _plausible(pair, shape):
-                return Spacing(*pair, source=f"DICOM ImagerPixelSpacing {imager[0]:g} x {imager[1]:g} mm / magnification {mag:.3f} ({how})")
+                return Spacing(
+                    *pair,
+                    source=f"DICOM ImagerPixelSpacing {imager[0]:g} x {imager[1]:g} mm / magnification {mag:.3f} ({how})",
+                )
         pixel = _pair(header.get("PixelSpacing"))
         if _plausible(pixel, shape):
             return Spacing(*pixel, source=f"DICOM PixelSpacing {pixel[0]:g} x {pixel[1]:g} mm (patient plane)")
@@ -160,7 +167,10 @@ def patient_pixel_mm(
             mag = geometry.sid / geometry.sad
             pair = (pix[0] / mag, pix[1] / mag)
             if _plausible(pair, shape):
-                return Spacing(*pair, source=f"NIfTI pixdim {pix[0]:g} x {pix[1]:g} mm at the DRR detector / magnification {mag:.3f} (sid / sad)")
+                return Spacing(
+                    *pair,
+                    source=f"NIfTI pixdim {pix[0]:g} x {pix[1]:g} mm at the DRR detector / magnification {mag:.3f} (sid / sad)",
+                )
     if override_mm is not None:
         pair = _pair(override_mm)
         if _plausible(pair, shape):
@@ -209,7 +219,8 @@ def estimate_pixel_mm(image: np.ndarray, geometry: DRRGeometry, why: str) -> Spa
         spacing = Spacing(mm, mm, source="estimate: lung field width", estimated=True, note=note)
     else:
         mm = field_mm(geometry) / min(image.shape)
-        note = f"{why}; no two lung fields found, so the film's shorter side is taken as the {field_mm(geometry):.0f} mm field ({mm:.3f} mm per pixel)"
+        note = f"{why}; no two lung fields found, so the film's shorter side is taken as the "
+        f"{field_mm(geometry):.0f} mm field ({mm:.3f} mm per pixel)"
         spacing = Spacing(mm, mm, source="estimate: shorter side = field", estimated=True, note=note)
     return spacing
 
@@ -251,7 +262,9 @@ def _area_weights(n_in: int, n_out: int, step: float) -> np.ndarray:
     return overlap / step
 
 
-def place_on_detector(image: np.ndarray, spacing: Spacing, geometry: DRRGeometry, size: int, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def place_on_detector(
+    image: np.ndarray, spacing: Spacing, geometry: DRRGeometry, size: int, fill: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample a film ``(H, W)`` with ``spacing`` at the patient onto the network's ``size`` x
     ``size`` grid covering :func:`field_mm` at the isocentre, centred on the film's centre;
     outside the film is ``fill``. Returns ``(placed, covered)``: the ``(size, size)`` float32 image

@@ -5,7 +5,15 @@ from __future__ import annotations
 from duolift_bundle.engines.batches import prepare_inference_batch, prepare_xray_batch
 from duolift_bundle.engines.case_failures import CaseGuard, CaseTolerantEvaluator, collate_cases, exit_if_failed
 from duolift_bundle.engines.config_checks import ConfigError, check_overrides, check_training_settings
-from duolift_bundle.engines.handlers import CHECKPOINT_FILENAME_PATTERN, BestModelSaver, EpochSeedHandler, FinalModelSaver, TimeBudget, epoch_of, latest_checkpoint
+from duolift_bundle.engines.handlers import (
+    CHECKPOINT_FILENAME_PATTERN,
+    BestModelSaver,
+    EpochSeedHandler,
+    FinalModelSaver,
+    TimeBudget,
+    epoch_of,
+    latest_checkpoint,
+)
 from duolift_bundle.engines.reports import METRIC_COLUMNS, FigureWriter, InferenceSummary, MetricsReport
 from duolift_bundle.engines.trainer import DuoLiftTrainer, NonFiniteLossError
 

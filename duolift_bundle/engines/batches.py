@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from duolift_bundle.constants import CT_KEY, XRAY_KEY
 
 __all__ = ["prepare_xray_batch", "prepare_inference_batch", "plain"]
 
 
-def prepare_xray_batch(batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any):
+def prepare_xray_batch(
+    batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
+):
     """MONAI ``prepare_batch`` for the bundle's data contract: ``(xray, ct)`` on ``device``.
 
     ``xray`` ``(B, V, H, W)`` is the network input and ``ct`` ``(B, 1, D, H, W)`` the target
@@ -19,7 +20,9 @@ def prepare_xray_batch(batchdata: dict, device: torch.device | str | None = None
     """
     for key in (XRAY_KEY, CT_KEY):
         if key not in batchdata:
-            raise KeyError(f"batch has no {key!r} entry (keys: {sorted(batchdata)}); see the data contract in docs/README.md")
+            raise KeyError(
+                f"batch has no {key!r} entry (keys: {sorted(batchdata)}); see the data contract in docs/README.md"
+            )
     # plain tensors: the networks need no image metadata, and MetaTensor bookkeeping on every
     # operation of a 3D generator costs time
     xray = plain(batchdata[XRAY_KEY]).to(device=device, non_blocking=non_blocking, **kwargs)

@@ -27,14 +27,13 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from duolift_bundle.constants import FAILED_NAME
+from duolift_bundle.errors import user_error
+from duolift_bundle.io_utils import write_json
 from ignite.engine import Engine, Events
 from monai.data import list_data_collate
 from monai.engines import SupervisedEvaluator
 from torch.utils.data import Dataset
-
-from duolift_bundle.constants import FAILED_NAME
-from duolift_bundle.errors import user_error
-from duolift_bundle.io_utils import write_json
 
 __all__ = [
     "FAILED_KEY",
@@ -174,4 +173,7 @@ def exit_if_failed(evaluator: Engine, output_dir: str | os.PathLike, shown: int 
     more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
     others = "the others were written" if total > len(failed) else "nothing was written"
     sys.stderr.flush()
-    sys.exit(f"error: {len(failed)} of {total} case(s) failed (listed in {os.path.join(os.fspath(output_dir), FAILED_NAME)}; {others}): {reasons}{more}")
+    sys.exit(
+        f"error: {len(failed)} of {total} case(s) failed (listed in "
+        f"{os.path.join(os.fspath(output_dir), FAILED_NAME)}; {others}): {reasons}{more}"
+    )

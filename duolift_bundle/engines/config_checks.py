@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from typing import Optional, Sequence
+
 from duolift_bundle.errors import DuoLiftError
 
 __all__ = ["ConfigError", "check_training_settings", "check_overrides"]
@@ -43,14 +44,21 @@ def check_training_settings(
         problems.append(f"size = {size!r}: must be a positive multiple of 16 (U-Net++ pools four times)")
     if not width > 0:
         problems.append(f"width = {width!r}: must be > 0")
-    for name, value in (("batch_size", batch_size), ("accumulation_steps", accumulation_steps), ("max_epochs", max_epochs), ("val_interval", val_interval)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("accumulation_steps", accumulation_steps),
+        ("max_epochs", max_epochs),
+        ("val_interval", val_interval),
+    ):
         if not isinstance(value, int) or value < 1:
             problems.append(f"{name} = {value!r}: must be an integer >= 1")
     for value in lr:
         if not value > 0:
             problems.append(f"learning rate {value!r}: must be > 0")
     if data_format not in ("prepared", "raw", "x2ct"):  # the routes of duolift_bundle.data.datasets.make_dataset
-        problems.append(f"data_format = {data_format!r}: must be 'prepared' (datalist.json), 'raw' (CT files) or 'x2ct' (X2CT-GAN HDF5 folders)")
+        problems.append(
+            f"data_format = {data_format!r}: must be 'prepared' (datalist.json), 'raw' (CT files) or 'x2ct' (X2CT-GAN HDF5 folders)"
+        )
     if problems:
         raise ConfigError("invalid training config:\n  " + "\n  ".join(problems))
     return True

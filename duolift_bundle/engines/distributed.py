@@ -7,9 +7,8 @@ import os
 
 import torch
 import torch.distributed as dist
-
-from duolift_bundle.networks.loading import unwrap
 from duolift_bundle.io_utils import write_json
+from duolift_bundle.networks.loading import unwrap
 
 __all__ = ["init_distributed", "local_device", "weights_digest", "write_rank_digest", "cleanup_distributed"]
 

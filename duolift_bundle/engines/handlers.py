@@ -19,12 +19,11 @@ import time
 from collections import Counter
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-import torch
 import ignite.distributed as idist
-from ignite.engine import Engine, Events
-
-from duolift_bundle.networks.loading import unwrap
+import torch
 from duolift_bundle.io_utils import atomic_path
+from duolift_bundle.networks.loading import unwrap
+from ignite.engine import Engine, Events
 
 __all__ = [
     "BestModelSaver",
@@ -89,7 +88,9 @@ class BestModelSaver:
         mode: "max" (PSNR, SSIM) or "min".
     """
 
-    def __init__(self, network: torch.nn.Module, filepath: str, key_metric: str = "val_psnr", mode: str = "max") -> None:
+    def __init__(
+        self, network: torch.nn.Module, filepath: str, key_metric: str = "val_psnr", mode: str = "max"
+    ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.network = network
@@ -106,14 +107,15 @@ class BestModelSaver:
     def attach_final(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.COMPLETED, self._final)
 
-
     def _write(self) -> None:
         if is_main_process():
             _save_atomic(unwrap(self.network).state_dict(), self.filepath)
 
     def __call__(self, engine: Engine) -> None:
         if self.key_metric not in engine.state.metrics:
-            raise KeyError(f"validation metric {self.key_metric!r} not computed; metrics are {sorted(engine.state.metrics)}")
+            raise KeyError(
+                f"validation metric {self.key_metric!r} not computed; metrics are {sorted(engine.state.metrics)}"
+            )
         value = float(engine.state.metrics[self.key_metric])
         if self.best is None or self._better(value, self.best):
             self.best, self.best_epoch = value, int(engine.state.epoch)
@@ -195,7 +197,9 @@ class TimeBudget:
         clock: the time source in seconds (tests pass a fake one).
     """
 
-    def __init__(self, budget_s: Optional[float], schedulers: Sequence = (), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, budget_s: Optional[float], schedulers: Sequence = (), clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.budget_s = float(budget_s) if budget_s else 0.0
         self.schedulers = [s for s in schedulers if s is not None]
         for s in self.schedulers:
@@ -224,11 +228,20 @@ class TimeBudget:
         fit = epoch + int(max(0.0, self.budget_s - (now - self._start)) // max(epoch_s, 1e-9))
         new_max = max(epoch, min(self._max_epochs, fit))
         if new_max != engine.state.max_epochs:
-            logger.info("TimeBudget: %.1f s per epoch, %.0f of %.0f s used: %d epochs in all", epoch_s, now - self._start, self.budget_s, new_max)
+            logger.info(
+                "TimeBudget: %.1f s per epoch, %.0f of %.0f s used: %d epochs in all",
+                epoch_s,
+                now - self._start,
+                self.budget_s,
+                new_max,
+            )
             engine.state.max_epochs = new_max
         for sched, plan in zip(self.schedulers, self._plans):
             for entry in plan:
                 configured, current = entry
                 if current > sched.last_epoch:  # not passed yet: follow the new length
-                    entry[1] = min(max(sched.last_epoch + 1, round(configured * new_max / self._max_epochs)), max(new_max, sched.last_epoch + 1))
+                    entry[1] = min(
+                        max(sched.last_epoch + 1, round(configured * new_max / self._max_epochs)),
+                        max(new_max, sched.last_epoch + 1),
+                    )
             sched.milestones = Counter(entry[1] for entry in plan)

@@ -13,12 +13,11 @@ import os
 from typing import Any
 
 import numpy as np
-from ignite.engine import Engine, Events
-
 from duolift_bundle.constants import CT_KEY, FAILED_NAME, PRED_KEY
 from duolift_bundle.data.origin import ORIGINS, case_origin
 from duolift_bundle.engines.case_failures import write_failures
 from duolift_bundle.io_utils import atomic_path, write_json
+from ignite.engine import Engine, Events
 
 __all__ = ["METRIC_COLUMNS", "MetricsReport", "FigureWriter", "InferenceSummary", "engine_items"]
 
@@ -68,7 +67,11 @@ class MetricsReport:
 
     def _collect(self, engine: Engine) -> None:
         for item in engine_items(engine):
-            row = {"case": str(item.get("case", len(self.rows))), "origin": case_origin(item), **item.get("metrics", {})}
+            row = {
+                "case": str(item.get("case", len(self.rows))),
+                "origin": case_origin(item),
+                **item.get("metrics", {}),
+            }
             self.rows.append(row)
             shown = " ".join(f"{k}={row[k]:.4f}" for k in METRIC_COLUMNS if k in row)
             logger.info("%s (%s): %s", row["case"], row["origin"], shown)
@@ -100,7 +103,11 @@ class MetricsReport:
     def markdown(self, summary: dict) -> str:
         groups = summary["groups"]
         cols = [k for k in METRIC_COLUMNS if any(k in g["metrics"] for g in groups.values())]
-        head = "| method | cases | " + " | ".join(METRIC_COLUMNS[k][0] + (" ↑" if METRIC_COLUMNS[k][1] else " ↓") for k in cols) + " |"
+        head = (
+            "| method | cases | "
+            + " | ".join(METRIC_COLUMNS[k][0] + (" ↑" if METRIC_COLUMNS[k][1] else " ↓") for k in cols)
+            + " |"
+        )
         lines = [head, "|---|---|" + "---|" * len(cols)]
         for origin, group in groups.items():
             cells = []
@@ -109,20 +116,26 @@ class MetricsReport:
                 digits = 2 if k.startswith("psnr") else 4
                 cells.append(f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}" if m else "-")
             lines.append(f"| {self.method} | {origin} (n = {group['n_cases']}) | " + " | ".join(cells) + " |")
-        notes = [f"n = {summary['n_cases']} cases; real and synthetic cases are reported apart; metric mode: {summary['metric_mode']}"]
+        notes = [
+            f"n = {summary['n_cases']} cases; real and synthetic cases are reported apart; metric mode: {summary['metric_mode']}"
+        ]
         for key in ("lung_segmenter", "vessel_segmenter"):
             if key in summary:
                 notes.append(f"{key.replace('_', ' ')}: {summary[key]}")
         if "lpips" not in cols:
             notes.append("LPIPS: not computed (--lpips False or --offline True)")
         if summary.get("failed"):
-            notes.append(f"{len(summary['failed'])} failed case(s), not in the table: {', '.join(summary['failed'])} ({FAILED_NAME})")
+            notes.append(
+                f"{len(summary['failed'])} failed case(s), not in the table: {', '.join(summary['failed'])} ({FAILED_NAME})"
+            )
         return "\n".join([*lines, "", "; ".join(notes), ""])
 
     def _write(self, engine: Engine) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
         self.failed = dict(getattr(engine, "failed_cases", {}))
-        keys = ["case", "origin"] + [k for k in (*METRIC_COLUMNS, "lung_segmenter", "vessel_segmenter") if any(k in r for r in self.rows)]
+        keys = ["case", "origin"] + [
+            k for k in (*METRIC_COLUMNS, "lung_segmenter", "vessel_segmenter") if any(k in r for r in self.rows)
+        ]
         with atomic_path(os.path.join(self.output_dir, "metrics.csv")) as tmp:
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -135,7 +148,12 @@ class MetricsReport:
             with open(tmp, "w") as f:
                 f.write(self.markdown(summary))
         failed = f"; {len(self.failed)} failed ({FAILED_NAME})" if self.failed else ""
-        logger.info("evaluation of %d case(s) written to %s (metrics.csv, summary.json, table.md)%s", len(self.rows), self.output_dir, failed)
+        logger.info(
+            "evaluation of %d case(s) written to %s (metrics.csv, summary.json, table.md)%s",
+            len(self.rows),
+            self.output_dir,
+            failed,
+        )
 
 
 class FigureWriter:
@@ -161,7 +179,9 @@ class FigureWriter:
             title = case
             if "metrics" in item and "psnr_3d" in item["metrics"]:
                 title += f"  PSNR(3D) {item['metrics']['psnr_3d']:.2f} dB, SSIM(3D) {item['metrics']['ssim_3d']:.3f}"
-            path = comparison_figure(item[CT_KEY], {self.name: item[PRED_KEY]}, os.path.join(self.output_dir, f"{case}.png"), title=title)
+            path = comparison_figure(
+                item[CT_KEY], {self.name: item[PRED_KEY]}, os.path.join(self.output_dir, f"{case}.png"), title=title
+            )
             self.written.append(path)
 
 
@@ -169,8 +189,9 @@ class InferenceSummary:
     """Ignite handler: a progress bar, a log line per case (files written, projection
     consistency and the quality report of
     :class:`~duolift_bundle.transforms.consistency.ProjectionConsistencyd`; a warning line per
-    note on its inputs, such as an estimated pixel size) and, when the run completes, ``<output_dir>/summary.json`` ``{"cases": [...],
-    "failed": {case: reason}}`` and ``failed.json`` (the failures a
+    note on its inputs, such as an estimated pixel size) and, when the run completes,
+    ``<output_dir>/summary.json`` ``{"cases": [...], "failed": {case: reason}}`` and
+    ``failed.json`` (the failures a
     :class:`~duolift_bundle.engines.case_failures.CaseTolerantEvaluator` recorded)."""
 
     def __init__(self, output_dir: str, progress: bool = True) -> None:
@@ -204,7 +225,12 @@ class InferenceSummary:
     def _case(self, engine: Engine) -> None:
         merged_items = engine_items(engine)
         for merged in merged_items:
-            row = {"case": merged.get("case"), "kind": merged.get("kind"), "source": merged.get("source"), "files": merged.get("written", [])}
+            row = {
+                "case": merged.get("case"),
+                "kind": merged.get("kind"),
+                "source": merged.get("source"),
+                "files": merged.get("written", []),
+            }
             row.update(merged.get("consistency", {}))
             inputs = json.loads(merged["xray_info"]) if merged.get("xray_info") else {}
             warnings = [f"{view}: {note}" for view, info in inputs.items() for note in info.get("notes", [])]
@@ -212,7 +238,13 @@ class InferenceSummary:
             row.update(inputs=inputs, warnings=warnings)
             self.rows.append(row)
             scores = " ".join(f"{k}={v}" for k, v in merged.get("consistency", {}).items())
-            logger.info("%s (%s): wrote %s; projection consistency %s", row["case"], row["kind"], ", ".join(row["files"]), scores)
+            logger.info(
+                "%s (%s): wrote %s; projection consistency %s",
+                row["case"],
+                row["kind"],
+                ", ".join(row["files"]),
+                scores,
+            )
             for warning in warnings:
                 logger.warning("%s: %s", row["case"], warning)
         if self._bar is not None:
@@ -223,4 +255,9 @@ class InferenceSummary:
         failed = dict(getattr(engine, "failed_cases", {}))
         write_json(os.path.join(self.output_dir, "summary.json"), {"cases": self.rows, "failed": failed})
         write_failures(self.output_dir, failed)
-        logger.info("%d case(s) reconstructed into %s%s", len(self.rows), self.output_dir, f"; {len(failed)} failed ({FAILED_NAME})" if failed else "")
+        logger.info(
+            "%d case(s) reconstructed into %s%s",
+            len(self.rows),
+            self.output_dir,
+            f"; {len(failed)} failed ({FAILED_NAME})" if failed else "",
+        )

@@ -14,14 +14,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from monai.engines import Trainer
-from monai.engines.utils import default_metric_cmp_fn
-from torch.utils.data import DataLoader
-
 from duolift_bundle.constants import LUNG_MASK_KEY
 from duolift_bundle.engines.batches import plain, prepare_xray_batch
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.networks.loading import unwrap
+from monai.engines import Trainer
+from monai.engines.utils import default_metric_cmp_fn
+from torch.utils.data import DataLoader
 
 __all__ = ["DuoLiftTrainer", "NonFiniteLossError"]
 
@@ -153,7 +152,9 @@ class DuoLiftTrainer(Trainer):
         assert self.d_network is not None
         return self.d_network(volume, xray if self.d_condition else None, mask if self.d_masked else None)
 
-    def _discriminate_frozen(self, volume: torch.Tensor, xray: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def _discriminate_frozen(
+        self, volume: torch.Tensor, xray: torch.Tensor, mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         """D(volume) with D's parameters detached: G's adversarial gradient flows into ``volume``
         only, never into D's (possibly mid-accumulation) gradients. Calls the unwrapped module,
         so no DistributedDataParallel reduction is expected for this pass."""
@@ -187,7 +188,9 @@ class DuoLiftTrainer(Trainer):
             assert self.d_optimizer is not None and self.d_loss_function is not None
             self.d_network.train()
             with autocast:
-                d_terms = self.d_loss_function(self._discriminate(ct, xray, mask), self._discriminate(pred.detach(), xray, mask))
+                d_terms = self.d_loss_function(
+                    self._discriminate(ct, xray, mask), self._discriminate(pred.detach(), xray, mask)
+                )
             output["d_loss"] = self._backward(engine, "d_loss", d_terms, self.d_scaler, self.d_optimizer, n, step_now)
             output.update({k: float(v.detach()) for k, v in d_terms.items() if k != "loss"})
 

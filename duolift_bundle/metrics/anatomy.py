@@ -25,9 +25,8 @@ import tempfile
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
-
-from duolift_bundle.transforms.lung_mask import classical_lung_mask
 from duolift_bundle.metrics.weights import LUNGMASK_R231, TOTALSEG_LUNG_VESSELS, WeightsNotFoundError, resolve_weights
+from duolift_bundle.transforms.lung_mask import classical_lung_mask
 
 __all__ = [
     "Segmenter",
@@ -45,7 +44,8 @@ __all__ = [
 class Segmenter(Protocol):
     name: str
 
-    def __call__(self, hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray: ...
+    def __call__(self, hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """A boolean mask of ``hu``'s shape, from a HU volume and its voxel spacing in mm."""
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -81,7 +81,9 @@ class LungmaskR231:
         from lungmask import LMInferer
 
         self.weights = resolve_weights(LUNGMASK_R231, weights, allow_download)
-        self.inferer = LMInferer(modelpath=str(self.weights), force_cpu=not _cuda(), batch_size=batch_size, tqdm_disable=True)
+        self.inferer = LMInferer(
+            modelpath=str(self.weights), force_cpu=not _cuda(), batch_size=batch_size, tqdm_disable=True
+        )
 
     def __call__(self, hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         labels = self.inferer.apply(np.asarray(hu, np.float32))  # 1 right lung, 2 left lung
@@ -104,7 +106,12 @@ class FrangiVesselSegmenter:
 
     name = "Frangi vesselness inside lungs (offline fallback, not TotalSegmentator)"
 
-    def __init__(self, lung_segmenter: Optional[Segmenter] = None, sigmas: Sequence[float] = (0.5, 1.0, 1.5), threshold: float = 0.15) -> None:
+    def __init__(
+        self,
+        lung_segmenter: Optional[Segmenter] = None,
+        sigmas: Sequence[float] = (0.5, 1.0, 1.5),
+        threshold: float = 0.15,
+    ) -> None:
         self.lung_segmenter = lung_segmenter or ClassicalLungSegmenter()
         self.sigmas = tuple(sigmas)
         self.threshold = threshold
@@ -144,7 +151,10 @@ class TotalSegmentatorVessels:
     VESSEL_LABELS = ("lung_arteries", "lung_veins")
 
     def __init__(self, weights_dir: Optional[str] = None, device: str = "cpu") -> None:
-        self.weights = [resolve_weights(spec, weights_dir and _find_in(weights_dir, spec.filename)) for spec in TOTALSEG_LUNG_VESSELS]
+        self.weights = [
+            resolve_weights(spec, weights_dir and _find_in(weights_dir, spec.filename))
+            for spec in TOTALSEG_LUNG_VESSELS
+        ]
         self.results_dir = str(self.weights[0].parent)
         self.device = device
 
@@ -182,7 +192,9 @@ def _find_in(folder: str, pattern: str) -> str:
     return hits[0]
 
 
-def anatomical_dice(pred_hu: np.ndarray, target_hu: np.ndarray, spacing: Sequence[float], lung: Segmenter, vessel: Segmenter) -> dict:
+def anatomical_dice(
+    pred_hu: np.ndarray, target_hu: np.ndarray, spacing: Sequence[float], lung: Segmenter, vessel: Segmenter
+) -> dict:
     """``{"dice_lung", "dice_vessel", "lung_segmenter", "vessel_segmenter"}`` for one case."""
     pred_hu, target_hu = np.asarray(pred_hu), np.asarray(target_hu)
     if pred_hu.shape != target_hu.shape:

@@ -134,7 +134,9 @@ def ssim_3d(pred, target, win_size: int = 11, sigma: float = 1.5) -> float:
     return float(_ssim_map(p[None, None], t[None, None], _gaussian_1d(win_size, sigma), False).mean())
 
 
-def ssim_2d(pred, target, axes: Sequence[int] = (0, 1, 2), win_size: int = 11, sigma: float = 1.5, mode: str = "paper") -> float:
+def ssim_2d(
+    pred, target, axes: Sequence[int] = (0, 1, 2), win_size: int = 11, sigma: float = 1.5, mode: str = "paper"
+) -> float:
     """Mean slice-wise SSIM (2D Gaussian window) over the slices along each of ``axes``.
 
     ``mode="x2ct"``: a 7x7 uniform window with sample covariances (X2CT-GAN's code)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-
 from duolift_bundle.metrics.image import _pair, slices
 from duolift_bundle.metrics.weights import VGG16, resolve_weights
 

@@ -67,12 +67,28 @@ VGG16 = WeightSpec(
     "DUOLIFT_VGG16_WEIGHTS",
     "torch_hub",
 )
-_TOTALSEG_HOW = "https://github.com/wasserth/TotalSegmentator (on a connected machine: totalseg_download_weights -t lung_vessels)"
+_TOTALSEG_HOW = (
+    "https://github.com/wasserth/TotalSegmentator (on a connected machine: totalseg_download_weights -t lung_vessels)"
+)
 #: TotalSegmentator 2.x ``lung_vessels``: the vessel model (task 117) and, for its lung crop,
 #: the 3 mm ``total`` model (task 297).
 TOTALSEG_LUNG_VESSELS = (
-    WeightSpec("TotalSegmentator lung_vessels model (task 117)", "Dataset117_*", _TOTALSEG_HOW, "TOTALSEG_WEIGHTS_PATH", "totalseg", is_folder=True),
-    WeightSpec("TotalSegmentator total 3 mm model (task 297, lung crop)", "Dataset297_*", _TOTALSEG_HOW, "TOTALSEG_WEIGHTS_PATH", "totalseg", is_folder=True),
+    WeightSpec(
+        "TotalSegmentator lung_vessels model (task 117)",
+        "Dataset117_*",
+        _TOTALSEG_HOW,
+        "TOTALSEG_WEIGHTS_PATH",
+        "totalseg",
+        is_folder=True,
+    ),
+    WeightSpec(
+        "TotalSegmentator total 3 mm model (task 297, lung crop)",
+        "Dataset297_*",
+        _TOTALSEG_HOW,
+        "TOTALSEG_WEIGHTS_PATH",
+        "totalseg",
+        is_folder=True,
+    ),
 )
 
 
@@ -101,7 +117,9 @@ def _find(folder: Path, spec: WeightSpec) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def resolve_weights(spec: WeightSpec, explicit: Optional[str | os.PathLike] = None, allow_download: bool = False) -> Path:
+def resolve_weights(
+    spec: WeightSpec, explicit: Optional[str | os.PathLike] = None, allow_download: bool = False
+) -> Path:
     """Path of the weights of ``spec`` (see the module docstring for the order).
 
     Raises:

@@ -42,6 +42,7 @@ __all__ = [
     "check_xray_input",
 ]
 
+
 class InstanceNorm3dCL(nn.InstanceNorm3d):
     """Instance norm (affine only; running statistics are not supported) that preserves the input's memory layout.
 
@@ -61,7 +62,6 @@ class InstanceNorm3dCL(nn.InstanceNorm3d):
         scale = weight.view(1, -1, 1, 1, 1) * torch.rsqrt(var + self.eps)
         shift = bias.view(1, -1, 1, 1, 1) - mean * scale
         return torch.addcmul(shift, x, scale)
-
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         if not affine:
@@ -141,7 +141,9 @@ class ResBlock3D(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.block = UnetResBlock(3, in_channels, out_channels, kernel_size=3, stride=1, norm_name=NORM_3D, act_name=ACT_3D)
+        self.block = UnetResBlock(
+            3, in_channels, out_channels, kernel_size=3, stride=1, norm_name=NORM_3D, act_name=ACT_3D
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
@@ -160,7 +162,16 @@ class UpsampleType2(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.up = Convolution(
-            3, channels, channels, strides=2, kernel_size=2, act=ACT_3D, norm=NORM_3D, is_transposed=True, padding=0, output_padding=0
+            3,
+            channels,
+            channels,
+            strides=2,
+            kernel_size=2,
+            act=ACT_3D,
+            norm=NORM_3D,
+            is_transposed=True,
+            padding=0,
+            output_padding=0,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +240,9 @@ class Lifting(nn.Module):
         self.depth = depth
         self.channels = channels
         self.conv = (
-            nn.Conv2d(channels, channels * depth, kernel_size, padding=kernel_size // 2) if mode == "conv" else nn.Identity()
+            nn.Conv2d(channels, channels * depth, kernel_size, padding=kernel_size // 2)
+            if mode == "conv"
+            else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,11 +263,18 @@ def check_xray_input(x: torch.Tensor, views: int, image_size: int) -> None:
     """
     shape = list(x.shape)
     if x.dim() != 4:
-        raise ValueError(f"expected X-rays of shape (B, {views}, {image_size}, {image_size}), got a {x.dim()}D tensor of shape {shape}")
+        raise ValueError(
+            f"expected X-rays of shape (B, {views}, {image_size}, {image_size}), got a {x.dim()}D tensor of shape {shape}"
+        )
     if x.shape[1] != views:
-        raise ValueError(f"expected {views} view(s) in dim 1, i.e. shape (B, {views}, {image_size}, {image_size}), got shape {shape}")
+        raise ValueError(
+            f"expected {views} view(s) in dim 1, i.e. shape (B, {views}, {image_size}, {image_size}), got shape {shape}"
+        )
     if x.shape[2] != image_size or x.shape[3] != image_size:
-        raise ValueError(f"expected square {image_size}x{image_size} X-rays, i.e. shape (B, {views}, {image_size}, {image_size}), got shape {shape}")
+        raise ValueError(
+            f"expected square {image_size}x{image_size} X-rays, i.e. shape (B, {views}, {image_size}, "
+            f"{image_size}), got shape {shape}"
+        )
     if x.device.type != "meta":
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"X-ray input of shape {shape} contains NaN or Inf values")

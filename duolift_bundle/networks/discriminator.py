@@ -31,7 +31,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from duolift_bundle.networks.blocks import lift_repeat
 
 __all__ = ["DuoLiftDiscriminator", "discriminator_output_size"]
@@ -85,7 +84,9 @@ class DuoLiftDiscriminator(nn.Module):
         layers.append(nn.AvgPool3d(kernel_size=3, stride=2, padding=1))  # the added pooling (see module doc)
         self.model = nn.Sequential(*layers)
 
-    def forward(self, volume: torch.Tensor, xray: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, volume: torch.Tensor, xray: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Logits of ``volume`` ``(B, 1, D, H, W)``; ``xray`` ``(B, V, H, W)`` when conditioned,
         ``mask`` ``(B, 1, D, H, W)`` when ``masked_input``."""
         if volume.dim() != 5 or volume.shape[1] != 1:
@@ -98,7 +99,9 @@ class DuoLiftDiscriminator(nn.Module):
             volume = volume * mask.to(volume.dtype)
         if self.condition_views > 0:
             if xray is None:
-                raise ValueError(f"this discriminator is conditioned on {self.condition_views} X-ray view(s): pass xray (B, V, H, W)")
+                raise ValueError(
+                    f"this discriminator is conditioned on {self.condition_views} X-ray view(s): pass xray (B, V, H, W)"
+                )
             if xray.dim() != 4 or xray.shape[1] != self.condition_views or xray.shape[0] != volume.shape[0]:
                 raise ValueError(
                     f"expected X-rays of shape ({volume.shape[0]}, {self.condition_views}, H, W), got shape {list(xray.shape)}"

@@ -49,8 +49,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.nets import BasicUNet
-
 from duolift_bundle.networks.blocks import (
     ACT_3D,
     NORM_3D,
@@ -62,6 +60,7 @@ from duolift_bundle.networks.blocks import (
     check_xray_input,
 )
 from duolift_bundle.networks.unetpp import UNetPlusPlusHeads
+from monai.networks.nets import BasicUNet
 
 __all__ = ["DuoLiftGenerator", "WithAuxiliaryOutputs", "scale_width", "PAPER_WIDTHS"]
 
@@ -138,7 +137,9 @@ class DuoLiftGenerator(nn.Module):
         if image_size <= 0 or image_size % 4:
             raise ValueError(f"image_size must be a positive multiple of 4, got {image_size}")
         if volume_size <= 0 or volume_size % 16:
-            raise ValueError(f"volume_size must be a positive multiple of 16 (U-Net++ has four 2x poolings), got {volume_size}")
+            raise ValueError(
+                f"volume_size must be a positive multiple of 16 (U-Net++ has four 2x poolings), got {volume_size}"
+            )
         if lift not in ("repeat", "conv"):
             raise ValueError(f"lift must be 'repeat' or 'conv', got {lift!r}")
         if not 0.0 <= dropout < 1.0:
@@ -194,7 +195,9 @@ class DuoLiftGenerator(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.unetpp = UNetPlusPlusHeads(3, self.fu_channels, upp_out, upp, act=ACT_3D, norm=NORM_3D)
         self.aux_head = nn.Conv3d(upp_out, 1, kernel_size=1)
-        self.unet = BasicUNet(spatial_dims=3, in_channels=upp_out, out_channels=1, features=unet, act=ACT_3D, norm=NORM_3D)
+        self.unet = BasicUNet(
+            spatial_dims=3, in_channels=upp_out, out_channels=1, features=unet, act=ACT_3D, norm=NORM_3D
+        )
         self.channels_last = channels_last
         if channels_last:
             for module in self.modules():
@@ -220,7 +223,9 @@ class DuoLiftGenerator(nn.Module):
             if i == (0 if self.share_encoder else view):
                 feats = encoder(image)
         if feats.shape[-1] != self.feature_size:
-            feats = F.interpolate(feats, size=(self.feature_size, self.feature_size), mode="bilinear", align_corners=False)
+            feats = F.interpolate(
+                feats, size=(self.feature_size, self.feature_size), mode="bilinear", align_corners=False
+            )
         return feats
 
     def _branch1(self, x: torch.Tensor, record: Optional[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
@@ -287,7 +292,9 @@ class DuoLiftGenerator(nn.Module):
             f_u[:, c3:] = self._branch2(x, None)
         return f_u
 
-    def _forward(self, x: torch.Tensor, record: Optional[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _forward(
+        self, x: torch.Tensor, record: Optional[dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         check_xray_input(x, self.views, self.image_size)
         if record is not None:
             f_u = self._fused_features(x, record)

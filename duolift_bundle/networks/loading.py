@@ -45,14 +45,26 @@ def load_generator(
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if not strict:
         loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
         if len(loadable) * 2 < len(own):
-            raise ValueError(f"{path}: only {len(loadable)} of the network's {len(own)} tensors fit; not a warm start for this network")
+            raise ValueError(
+                f"{path}: only {len(loadable)} of the network's {len(own)} tensors fit; not a warm start for this network"
+            )
         skipped = sorted(set(own) - set(loadable))
         if skipped:
-            logger.warning("%s: warm start loads %d of %d tensors; kept initialised: %s", path, len(loadable), len(own), ", ".join(skipped))
+            logger.warning(
+                "%s: warm start loads %d of %d tensors; kept initialised: %s",
+                path,
+                len(loadable),
+                len(own),
+                ", ".join(skipped),
+            )
         net.load_state_dict(loadable, strict=False)
         return network.to(device).eval()
     if missing or unexpected or shapes:
@@ -68,7 +80,8 @@ def load_generator(
         raise ValueError(
             f"{path}: checkpoint does not fit this network configuration ({detail}); "
             "pass the overrides the model was trained with (e.g. --views, --width, --lift, --dual_branch; "
-            "the 64^3 models shipped in models/ need configs/demo.yaml, or configs/inference_single_view.yaml, merged after the config)"
+            "the 64^3 models shipped in models/ need configs/demo.yaml, or configs/inference_single_view.yaml, "
+            "merged after the config)"
         )
     net.load_state_dict(state)
     return network.to(device).eval()

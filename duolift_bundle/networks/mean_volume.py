@@ -8,7 +8,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-
 from duolift_bundle.constants import CT_KEY
 from duolift_bundle.data.datasets import load_datalist
 
@@ -68,7 +67,6 @@ class MeanVolume(torch.nn.Module):
     def save(self, path: str, affine: Optional[np.ndarray] = None) -> str:
         """Write the mean volume as NIfTI (float32, atomically); ``affine`` default the protocol's grid."""
         import nibabel as nib
-
         from duolift_bundle.geometry import CTProtocol, grid_affine
         from duolift_bundle.io_utils import atomic_path
 

@@ -44,7 +44,11 @@ class UNetPlusPlusHeads(BasicUNetPlusPlus):
         use_buffer = not torch.is_grad_enabled()
         skips = torch.empty(0, dtype=x_0_0.dtype, device=x_0_0.device)
         if use_buffer:
-            fmt = torch.channels_last_3d if x_0_0.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
+            fmt = (
+                torch.channels_last_3d
+                if x_0_0.is_contiguous(memory_format=torch.channels_last_3d)
+                else torch.contiguous_format
+            )
             shape = [x_0_0.shape[0], 4 * c, x_0_0.shape[2], x_0_0.shape[3], x_0_0.shape[4]]
             skips = torch.empty(shape, dtype=x_0_0.dtype, device=x_0_0.device, memory_format=fmt)
             skips[:, :c] = x_0_0

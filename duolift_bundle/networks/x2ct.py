@@ -26,7 +26,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-
 from duolift_bundle.networks.blocks import check_xray_input, lift_repeat
 
 __all__ = ["DenseBlock2D", "X2CTGenerator"]
@@ -69,7 +68,11 @@ class _Encoder2D(nn.Module):
 
     def __init__(self, stem_channels: int, channels: Sequence[int], growth: int, layers: int) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, stem_channels, 3, padding=1, bias=False), nn.InstanceNorm2d(stem_channels, affine=True), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, stem_channels, 3, padding=1, bias=False),
+            nn.InstanceNorm2d(stem_channels, affine=True),
+            nn.ReLU(inplace=True),
+        )
         blocks = []
         in_ch = stem_channels
         for out_ch in channels:
@@ -114,7 +117,9 @@ class _ViewPath(nn.Module):
         self.encoder = _Encoder2D(stem, enc, growth, layers)
         self.bottom = 4
         self.bridge_channels = dec[0]
-        self.bridge = nn.Sequential(nn.Flatten(), nn.Linear(enc[-1] * self.bottom**2, dec[0] * self.bottom**3), nn.ReLU(inplace=True))
+        self.bridge = nn.Sequential(
+            nn.Flatten(), nn.Linear(enc[-1] * self.bottom**2, dec[0] * self.bottom**3), nn.ReLU(inplace=True)
+        )
         # Connection-B: one 1x1 2D projection per level, deepest (4x4) first, up to S x S.
         skip_in = [enc[-1 - i] for i in range(len(enc))] + [stem]
         self.bridge_skip = nn.Conv2d(skip_in[0], dec[0], 1)
@@ -174,7 +179,9 @@ class X2CTGenerator(nn.Module):
         self.views = views
         self.image_size = image_size
         dec = list(decoder_channels)
-        self.paths = nn.ModuleList([_ViewPath(v, stem_channels, encoder_channels, dec, growth, dense_layers) for v in range(views)])
+        self.paths = nn.ModuleList(
+            [_ViewPath(v, stem_channels, encoder_channels, dec, growth, dense_layers) for v in range(views)]
+        )
         self.fusion = nn.ModuleList([_UpBlock3D(dec[i], dec[i + 1]) for i in range(len(dec) - 1)])
         self.head = nn.Conv3d(dec[-1], 1, kernel_size=1)
 

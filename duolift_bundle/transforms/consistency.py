@@ -8,13 +8,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import MapTransform
-
 from duolift_bundle.constants import PRED_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.metrics.image import psnr_image, ssim_image
 from duolift_bundle.transforms.drr import DRRProjector
+from monai.transforms import MapTransform
 
 __all__ = ["ProjectionConsistencyd"]
 
@@ -64,11 +63,16 @@ class ProjectionConsistencyd(MapTransform):
                 scores[f"{view}_body_dice"] = round(mask_dice(seen.body, made.body), 4)
                 fields.append(seen.lungs)
                 if not seen.found_lungs:
-                    warnings.append(f"{view}: no two lung fields found in the input; is it a chest radiograph of this view?")
+                    warnings.append(
+                        f"{view}: no two lung fields found in the input; is it a chest radiograph of this view?"
+                    )
                     continue
                 scores[f"{view}_lung_dice"] = round(mask_dice(seen.lungs, made.lungs), 4)
                 if scores[f"{view}_lung_dice"] < self.min_lung_dice:
-                    warnings.append(f"{view}: the reconstruction's lung fields overlap the input's by {scores[f'{view}_lung_dice']:.2f} (Dice) only")
+                    warnings.append(
+                        f"{view}: the reconstruction's lung fields overlap the input's by "
+                        f"{scores[f'{view}_lung_dice']:.2f} (Dice) only"
+                    )
             d[self.output_key] = scores
             d["quality_warnings"] = warnings
             d["reprojection"] = reproj

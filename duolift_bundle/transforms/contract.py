@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 import torch
-from monai.transforms import MapTransform
-
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, XRAY_KEY
 from duolift_bundle.errors import DuoLiftError
 from duolift_bundle.geometry import CTProtocol
+from monai.transforms import MapTransform
 
 __all__ = ["DataContractError", "CheckContractd"]
 
@@ -26,14 +25,15 @@ def _case_name(d: Mapping) -> str:
     return str(meta.get("filename_or_obj", "<unnamed case>"))
 
 
-
 class CheckContractd(MapTransform):
     """Validate one sample against the data contract (shapes, dtypes, value ranges, finiteness).
 
     Raises :class:`DataContractError` naming the case, the key, the expected and received values.
     """
 
-    def __init__(self, size: int = CTProtocol().size, views: int = 2, xray_size: int | None = None, require_mask: bool = True) -> None:
+    def __init__(
+        self, size: int = CTProtocol.size, views: int = 2, xray_size: int | None = None, require_mask: bool = True
+    ) -> None:
         keys = [CT_KEY, XRAY_KEY] + ([LUNG_MASK_KEY] if require_mask else [])
         super().__init__(keys, allow_missing_keys=False)
         self.size, self.views = int(size), int(views)
@@ -45,7 +45,11 @@ class CheckContractd(MapTransform):
         case = _case_name(d)
         for key in self.keys:
             if key not in d:
-                raise DataContractError(f"{case}: missing '{key}' (a lung mask is required for the masked loss)" if key == LUNG_MASK_KEY else f"{case}: missing '{key}'")
+                raise DataContractError(
+                    f"{case}: missing '{key}' (a lung mask is required for the masked loss)"
+                    if key == LUNG_MASK_KEY
+                    else f"{case}: missing '{key}'"
+                )
         expected = {
             CT_KEY: (1, self.size, self.size, self.size),
             LUNG_MASK_KEY: (1, self.size, self.size, self.size),

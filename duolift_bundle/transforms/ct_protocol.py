@@ -23,25 +23,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from duolift_bundle.constants import AIR_HU, AXIS_LABELS, VOLUME_AXCODES
+from duolift_bundle.geometry import CTProtocol
 from monai.transforms import (
     Compose,
     EnsureTyped,
     Orientationd,
-    ResizeWithPadOrCropd,
     Resized,
+    ResizeWithPadOrCropd,
     ScaleIntensityRanged,
-    SpatialCropd,
     Spacingd,
+    SpatialCropd,
     ThresholdIntensityd,
 )
-
-from duolift_bundle.constants import AIR_HU, AXIS_LABELS, VOLUME_AXCODES
-from duolift_bundle.geometry import CTProtocol
 
 __all__ = ["ct_protocol"]
 
 
-def ct_protocol(keys: Sequence[str] | str = ("ct",), label_keys: Sequence[str] | str = (), protocol: CTProtocol | None = None) -> Compose:
+def ct_protocol(
+    keys: Sequence[str] | str = ("ct",), label_keys: Sequence[str] | str = (), protocol: CTProtocol | None = None
+) -> Compose:
     """Build the protocol Compose (see the module docstring).
 
     Args:

@@ -35,12 +35,11 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from duolift_bundle.constants import HU_MAX, HU_MIN, VIEWS, unit_to_hu
+from duolift_bundle.geometry import DRR_NORMALIZE, MU_WATER, DRRGeometry, Protocol
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
-
-from duolift_bundle.constants import HU_MAX, HU_MIN, VIEWS, unit_to_hu
-from duolift_bundle.geometry import DRR_NORMALIZE, MU_WATER, DRRGeometry, Protocol
 
 __all__ = ["DRRGeometry", "hu_to_mu", "line_integrals", "DRRProjector", "DRRd", "MU_WATER"]
 
@@ -189,7 +188,9 @@ class DRRProjector(torch.nn.Module):
         self.hu_window = tuple(hu_window)
 
     @classmethod
-    def from_protocol(cls, protocol: Protocol, views: Sequence[str] = VIEWS, input_range: str = "unit") -> "DRRProjector":
+    def from_protocol(
+        cls, protocol: Protocol, views: Sequence[str] = VIEWS, input_range: str = "unit"
+    ) -> "DRRProjector":
         """The projector of ``protocol``: its DRR settings, voxel size and HU window."""
         drr = protocol.drr
         return cls(

@@ -13,13 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
-
 from duolift_bundle.constants import CT_KEY, PRED_KEY, unit_to_hu
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.metrics import image as im
 from duolift_bundle.metrics.anatomy import anatomical_dice
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
 
 __all__ = ["ImageMetricsd", "AnatomicalDiced"]
 
@@ -40,7 +39,14 @@ class ImageMetricsd(MapTransform):
     with ``target_key``. ``mode="x2ct"`` reproduces X2CT-GAN's metric code (PSNR +4.29 dB, 7x7
     uniform SSIM(2D)); ``lpips`` is a :class:`~duolift_bundle.metrics.perceptual.SliceLPIPS` or None."""
 
-    def __init__(self, pred_key: str = PRED_KEY, target_key: str = CT_KEY, lpips=None, mode: str = "paper", axes: Sequence[int] = (0, 1, 2)) -> None:
+    def __init__(
+        self,
+        pred_key: str = PRED_KEY,
+        target_key: str = CT_KEY,
+        lpips=None,
+        mode: str = "paper",
+        axes: Sequence[int] = (0, 1, 2),
+    ) -> None:
         super().__init__(keys=pred_key)
         if mode not in ("paper", "x2ct"):
             raise ValueError(f"metric mode must be 'paper' or 'x2ct', got {mode!r}")
@@ -73,7 +79,9 @@ class AnatomicalDiced(MapTransform):
     are converted to HU and segmented by ``lung`` and ``vessel``; ``spacing`` in mm (default: the
     target's own voxel size, from its affine, or the protocol's)."""
 
-    def __init__(self, lung, vessel, pred_key: str = PRED_KEY, target_key: str = CT_KEY, spacing: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, lung, vessel, pred_key: str = PRED_KEY, target_key: str = CT_KEY, spacing: Sequence[float] | None = None
+    ) -> None:
         super().__init__(keys=pred_key)
         self.lung, self.vessel = lung, vessel
         self.pred_key, self.target_key = pred_key, target_key

@@ -24,13 +24,12 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
+from duolift_bundle.geometry import CTProtocol
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from scipy import ndimage as ndi
-
-from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
-from duolift_bundle.geometry import CTProtocol
 
 __all__ = [
     "kmeans_threshold",
@@ -39,6 +38,9 @@ __all__ = [
     "LungMaskd",
     "RemoveTabled",
 ]
+
+#: Voxel spacing of a protocol volume at the paper's 128^3 (2.5 mm), the default of the masks.
+_PROTOCOL_SPACING: tuple[float, float, float] = (CTProtocol().voxel_mm,) * 3
 
 
 def _ball(radius: int) -> np.ndarray:
@@ -72,7 +74,9 @@ def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def body_mask(hu: np.ndarray, threshold: float = -500.0, opening_radius: int = 1, keep_fraction: float = 0.1) -> np.ndarray:
+def body_mask(
+    hu: np.ndarray, threshold: float = -500.0, opening_radius: int = 1, keep_fraction: float = 0.1
+) -> np.ndarray:
     """The patient's body: components of ``hu > threshold`` after an opening (which detaches a
     thin CT table) that are at least ``keep_fraction`` of the largest, holes filled slice by slice
     (lungs included). Returns bool ``(D, H, W)``."""
@@ -91,7 +95,7 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0, opening_radius: int = 1
 
 def classical_lung_mask(
     hu: np.ndarray,
-    spacing: Sequence[float] = (CTProtocol().voxel_mm,) * 3,
+    spacing: Sequence[float] = _PROTOCOL_SPACING,
     min_volume_ml: float = 20.0,
     opening_radius: int = 1,
     closing_radius: int = 2,
@@ -168,7 +172,7 @@ class LungMaskd(MapTransform):
         output_key: str = "lung_mask",
         input_range: str = "unit",
         hu_window: Sequence[float] = (HU_MIN, HU_MAX),
-        spacing: Sequence[float] = (CTProtocol().voxel_mm,) * 3,
+        spacing: Sequence[float] = _PROTOCOL_SPACING,
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:
@@ -187,10 +191,14 @@ class LungMaskd(MapTransform):
             img = d[key]
             if img.ndim != 4 or img.shape[0] != 1:
                 raise ValueError(f"LungMaskd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
-            mask = classical_lung_mask(_hu_of(img[0], self.input_range, self.hu_window), _spacing(img, self.spacing), **self.kwargs)
+            mask = classical_lung_mask(
+                _hu_of(img[0], self.input_range, self.hu_window), _spacing(img, self.spacing), **self.kwargs
+            )
             out = torch.from_numpy(mask[None])
             if isinstance(img, MetaTensor):
-                out = MetaTensor(out, affine=img.affine.clone(), meta={k: v for k, v in img.meta.items() if k != "affine"})
+                out = MetaTensor(
+                    out, affine=img.affine.clone(), meta={k: v for k, v in img.meta.items() if k != "affine"}
+                )
             d[self.output_key] = out
         return d
 

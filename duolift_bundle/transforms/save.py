@@ -6,15 +6,14 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
-import nibabel as nib
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
-
 from duolift_bundle.constants import CT_KEY, PRED_KEY, VIEWS, XRAY_KEY, unit_to_hu
 from duolift_bundle.geometry import CTProtocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
 
 __all__ = ["ToReferenceGeometryd", "SaveReconstructiond", "SaveInferenceFigured"]
 
@@ -86,13 +85,17 @@ class SaveReconstructiond(MapTransform):
                 outputs["recon_unit.nii.gz"] = pred
             if self.target_key is not None:
                 if self.target_key not in d:
-                    raise KeyError(f"{d['case']}: no '{self.target_key}' (the true CT) to write beside the reconstruction")
+                    raise KeyError(
+                        f"{d['case']}: no '{self.target_key}' (the true CT) to write beside the reconstruction"
+                    )
                 # on the reconstruction's grid: ToReferenceGeometryd gave it the true CT's affine
                 target = torch.as_tensor(d[self.target_key]).detach().cpu().float().reshape(pred.shape)
                 outputs["target_hu.nii.gz"] = MetaTensor(unit_to_hu(target, *self.hu_window), affine=pred.affine)
             for name, volume in outputs.items():
                 path = os.path.join(case_dir, name)
-                img = nib.Nifti1Image(np.asarray(volume.array[0], dtype=np.float32), np.asarray(volume.affine, dtype=np.float64))
+                img = nib.Nifti1Image(
+                    np.asarray(volume.array[0], dtype=np.float32), np.asarray(volume.affine, dtype=np.float64)
+                )
                 img.header.set_xyzt_units("mm")
                 with atomic_path(path) as tmp:
                     nib.save(img, tmp)
@@ -120,8 +123,19 @@ class SaveInferenceFigured(MapTransform):
         path = os.path.join(self.output_dir, str(d["case"]), "figure.png")
         scores = d.get("consistency", {})
         views = VIEWS[: len(d[self.xray_key])]
-        shown = ", ".join(f"{v} {scores[v + '_psnr']:.1f} dB" + (f", lung Dice {scores[v + '_lung_dice']:.2f}" if v + "_lung_dice" in scores else "") for v in views)
+        shown = ", ".join(
+            f"{v} {scores[v + '_psnr']:.1f} dB"
+            + (f", lung Dice {scores[v + '_lung_dice']:.2f}" if v + "_lung_dice" in scores else "")
+            for v in views
+        )
         for key in self.key_iterator(d):
-            inference_figure(d[self.xray_key], d["reprojection"], d[key], path, title=f"{d['case']}: re-projection vs input {shown}", lung_fields=d.get("input_lung_fields"))
+            inference_figure(
+                d[self.xray_key],
+                d["reprojection"],
+                d[key],
+                path,
+                title=f"{d['case']}: re-projection vs input {shown}",
+                lung_fields=d.get("input_lung_fields"),
+            )
         d["written"] = [*d.get("written", []), path]
         return d

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
-from monai.transforms import ToDeviced
-from scipy import ndimage as ndi
-
 from duolift_bundle.data.augmentation import AugmentedDataset, drr_augmentation
 from duolift_bundle.data.datasets import make_dataset
 from duolift_bundle.data.phantoms import asymmetric_ball_phantom
 from duolift_bundle.engines.handlers import EpochSeedHandler
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRProjector
+from monai.bundle import ConfigParser
+from monai.transforms import ToDeviced
+from scipy import ndimage as ndi
 from tests.conftest import ROOT, make_small_prepared
 
 SIZE = 32
@@ -22,11 +23,15 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    return make_small_prepared(tmp_path_factory.mktemp("aug"), n=3, seed=70, size=SIZE, splits=(3, 0, 0)) / "datalist.json"
+    return (
+        make_small_prepared(tmp_path_factory.mktemp("aug"), n=3, seed=70, size=SIZE, splits=(3, 0, 0)) / "datalist.json"
+    )
 
 
 def _dataset(datalist, seed=0, **ranges):
-    return make_dataset("prepared", "training", 2, Protocol.build(SIZE), datalist=datalist, augmentation=ranges, seed=seed)
+    return make_dataset(
+        "prepared", "training", 2, Protocol.build(SIZE), datalist=datalist, augmentation=ranges, seed=seed
+    )
 
 
 def test_same_seed_epoch_and_index_give_the_same_pair_in_any_order(prepared):
@@ -34,7 +39,11 @@ def test_same_seed_epoch_and_index_give_the_same_pair_in_any_order(prepared):
     first = [a[i] for i in range(3)]
     second = [b[i] for i in (2, 1, 0)][::-1]  # another order, another dataset object
     for x, y in zip(first, second):
-        assert torch.equal(x["ct"], y["ct"]) and torch.equal(x["xray"], y["xray"]) and torch.equal(x["lung_mask"], y["lung_mask"])
+        assert (
+            torch.equal(x["ct"], y["ct"])
+            and torch.equal(x["xray"], y["xray"])
+            and torch.equal(x["lung_mask"], y["lung_mask"])
+        )
 
 
 def test_every_epoch_and_seed_sees_new_pairs(prepared):
@@ -64,7 +73,9 @@ def test_xrays_are_the_drrs_of_the_augmented_ct_and_the_mask_moves_with_it(prepa
     ds = _dataset(prepared)
     item = ds[1]
     # the X-rays are those of the returned (augmented) CT ...
-    reference = DRRProjector.from_protocol(protocol)(item["ct"].as_tensor()[None].float(), spacing=(protocol.ct.voxel_mm,) * 3)[0]
+    reference = DRRProjector.from_protocol(protocol)(
+        item["ct"].as_tensor()[None].float(), spacing=(protocol.ct.voxel_mm,) * 3
+    )[0]
     assert torch.allclose(item["xray"], reference, atol=1e-5)
     # ... and the lung mask still covers lung-density voxels of that CT (nearest, labels kept)
     mask = item["lung_mask"][0].numpy()
@@ -80,7 +91,21 @@ def test_a_dense_ball_moves_in_the_ct_and_in_both_drrs_alike():
     ph = asymmetric_ball_phantom(size=SIZE, centre_mm=(0.0, 0.0, 0.0), radius_mm=25.0)
     unit = torch.from_numpy(np.clip((ph.hu + 1024.0) / 2500.0, 0, 1))[None].float()
     base = [{"ct": unit, "lung_mask": torch.zeros_like(unit, dtype=torch.uint8)}]
-    ds = AugmentedDataset(base, drr_augmentation(protocol, 2, translate_mm=40.0, rotate_deg=0.0, scale=0.0, elastic_magnitude_mm=(0.0, 0.0), gamma=(1.0, 1.0), noise_std=0.0, prob=1.0), seed=3)
+    ds = AugmentedDataset(
+        base,
+        drr_augmentation(
+            protocol,
+            2,
+            translate_mm=40.0,
+            rotate_deg=0.0,
+            scale=0.0,
+            elastic_magnitude_mm=(0.0, 0.0),
+            gamma=(1.0, 1.0),
+            noise_std=0.0,
+            prob=1.0,
+        ),
+        seed=3,
+    )
     ct_w, ct_h, dr_w, lat_w = [], [], [], []
     for epoch in range(8):
         ds.set_epoch(epoch)
@@ -114,8 +139,7 @@ def test_epoch_seed_handler_tells_the_dataset_its_epoch(prepared):
     ds = _dataset(prepared)
 
     class _Engine:
-        class state:
-            epoch = 4
+        state = SimpleNamespace(epoch=4)
 
     EpochSeedHandler(0, datasets=[ds, object()])(_Engine)
     assert ds.epoch == 4
@@ -124,7 +148,16 @@ def test_epoch_seed_handler_tells_the_dataset_its_epoch(prepared):
 def test_one_switch_in_train_yaml(prepared):
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "train.yaml"))
-    parser.update({"bundle_root": str(ROOT), "size": SIZE, "width": 0.0625, "datalist": str(prepared), "augment": True, "augmentation#rotate_deg": 9.0})
+    parser.update(
+        {
+            "bundle_root": str(ROOT),
+            "size": SIZE,
+            "width": 0.0625,
+            "datalist": str(prepared),
+            "augment": True,
+            "augmentation#rotate_deg": 9.0,
+        }
+    )
     train = parser.get_parsed_content("train#dataset")
     assert isinstance(train, AugmentedDataset) and len(train) == 3
     # the config's device (the CPU here) comes first, then the warp

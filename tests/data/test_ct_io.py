@@ -8,10 +8,9 @@ import logging
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import write_dicom_series
-from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.data.ct_io import CTInputError, load_ct, select_ct_series
+from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.transforms.ct_protocol import ct_protocol
 
 
@@ -53,7 +52,9 @@ def test_padding_values_become_air(tmp_path):
     vol[:, :, :16] = -3024.0
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
     nib.Nifti1Image(vol.transpose(2, 1, 0), aff).to_filename(tmp_path / "pad.nii.gz")
-    out = ct_protocol(protocol=CTProtocol(crop_size=64, size=64, z_anchor="center"))({"ct": load_ct(tmp_path / "pad.nii.gz")})["ct"]
+    out = ct_protocol(protocol=CTProtocol(crop_size=64, size=64, z_anchor="center"))(
+        {"ct": load_ct(tmp_path / "pad.nii.gz")}
+    )["ct"]
     edge = out[0].numpy()
     blended = edge[(edge > 0.02) & (edge < 0.39)]
     assert blended.size > 0, "the air/water boundary should be interpolated between -1024 and 0 HU"

@@ -8,16 +8,15 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
-from duolift_bundle.geometry import Protocol
-from duolift_bundle.transforms.contract import CheckContractd, DataContractError
 from duolift_bundle.data.datasets import (
     load_datalist,
     prepared_dataset,
     raw_ct_dataset,
     x2ct_h5_dataset,
 )
+from duolift_bundle.geometry import Protocol
+from duolift_bundle.transforms.contract import CheckContractd, DataContractError
 
 
 def _check_contract(sample, views=2):
@@ -51,16 +50,24 @@ def test_raw_route_matches_prepared(phantom_set, tmp_path):
     _check_contract(sample)
     assert any((tmp_path / "cache").iterdir()), "PersistentDataset must cache the deterministic chain"
     case = phantom_set / "phantom_0010"
-    ref = prepared_transforms()({"case": "phantom_0010", "ct": str(case / "ct.nii.gz"), "lung_mask": str(case / "lung_mask.nii.gz"), "xray_frontal": str(case / "xray_frontal.nii.gz"), "xray_lateral": str(case / "xray_lateral.nii.gz")})
+    ref = prepared_transforms()(
+        {
+            "case": "phantom_0010",
+            "ct": str(case / "ct.nii.gz"),
+            "lung_mask": str(case / "lung_mask.nii.gz"),
+            "xray_frontal": str(case / "xray_frontal.nii.gz"),
+            "xray_lateral": str(case / "xray_lateral.nii.gz"),
+        }
+    )
     assert torch.allclose(torch.as_tensor(sample["ct"]), torch.as_tensor(ref["ct"]), atol=1e-5)
     assert torch.allclose(torch.as_tensor(sample["xray"]), torch.as_tensor(ref["xray"]), atol=1e-5)
     assert torch.equal(torch.as_tensor(sample["lung_mask"]), torch.as_tensor(ref["lung_mask"]))
 
 
 def test_x2ct_route(tmp_path):
-    from duolift_bundle.data.x2ct_h5 import write_x2ct_h5
-    from duolift_bundle.data.phantoms import make_phantom
     from duolift_bundle.constants import hu_to_unit
+    from duolift_bundle.data.phantoms import make_phantom
+    from duolift_bundle.data.x2ct_h5 import write_x2ct_h5
     from duolift_bundle.transforms.drr import DRRProjector
 
     ph = make_phantom(8, size=64)
@@ -76,7 +83,12 @@ def test_x2ct_route(tmp_path):
 
 
 def test_contract_errors_name_the_case(phantom_set, tmp_path):
-    good = {"case": "c1", "ct": torch.zeros(1, 128, 128, 128), "xray": torch.zeros(2, 128, 128), "lung_mask": torch.zeros(1, 128, 128, 128)}
+    good = {
+        "case": "c1",
+        "ct": torch.zeros(1, 128, 128, 128),
+        "xray": torch.zeros(2, 128, 128),
+        "lung_mask": torch.zeros(1, 128, 128, 128),
+    }
     CheckContractd()(good)
     with pytest.raises(DataContractError, match=r"c1: 'ct' has shape \(1, 64, 64, 64\), expected \(1, 128, 128, 128\)"):
         CheckContractd()({**good, "ct": torch.zeros(1, 64, 64, 64)})
@@ -101,7 +113,21 @@ def test_metadata_single_source_and_fields():
     top, linked = ROOT / "metadata.json", ROOT / "configs" / "metadata.json"
     assert linked.is_symlink() and os.path.samefile(top, linked)
     meta = json.loads(linked.read_text())
-    for field in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task", "description", "authors", "copyright", "network_data_format", "intended_use", "references"):
+    for field in (
+        "version",
+        "changelog",
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "network_data_format",
+        "intended_use",
+        "references",
+    ):
         assert field in meta, field
     import monai
 

@@ -8,13 +8,12 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import write_dicom_series
 from duolift_bundle.data.ct_io import CTInputError, load_ct
 from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.prepare import prepare
 from duolift_bundle.geometry import Protocol
+from PIL import Image
 
 
 def _volume(n: int = 12) -> np.ndarray:

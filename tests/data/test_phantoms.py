@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from duolift_bundle.data.phantoms import FOV_MM, PHANTOM_RANGES, make_phantom
 
 SIZE = 64

@@ -10,14 +10,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from duolift_bundle.data.phantoms import make_phantom, write_raw_phantom
 from duolift_bundle.data.discovery import discover_cases
+from duolift_bundle.data.phantoms import make_phantom, write_raw_phantom
 from duolift_bundle.data.prepare import prepare
-from duolift_bundle.geometry import Protocol
 from duolift_bundle.data.splits import assign_splits, x2ct_test_patients
 from duolift_bundle.data.x2ct_h5 import LoadX2CTH5d, X2CTDataError, read_x2ct_h5, write_x2ct_h5
+from duolift_bundle.geometry import Protocol
 
 
 def test_phantom_set_contents(phantom_set):
@@ -113,7 +112,9 @@ def test_lidc_tree_discovery_skips_radiographs(tmp_path):
     write_dicom_series(base / "LIDC-IDRI-0002" / "01-01-2000-study" / "3000522-ct", vol)
     found = discover_cases(base)
     assert [c.case_id for c in found.cases] == ["LIDC-IDRI-0001", "LIDC-IDRI-0002"]
-    assert [(s["path"].endswith("3000923-mr"), s["reason"]) for s in found.skipped] == [(True, "DICOM modality MR (5 files), not a CT series")]
+    assert [(s["path"].endswith("3000923-mr"), s["reason"]) for s in found.skipped] == [
+        (True, "DICOM modality MR (5 files), not a CT series")
+    ]
 
 
 def test_x2ct_h5_round_trip_and_errors(tmp_path):
@@ -144,7 +145,17 @@ def test_x2ct_h5_round_trip_and_errors(tmp_path):
 @pytest.mark.slow
 def test_prepare_cli_on_real_ct(real_ct_dir, tmp_path):
     out = tmp_path / "real"
-    cmd = [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "--src", str(real_ct_dir), "--out", str(out), "--format", "x2ct-h5", "--noprogress"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "prepare_data.py"),
+        "--src",
+        str(real_ct_dir),
+        "--out",
+        str(out),
+        "--format",
+        "x2ct-h5",
+        "--noprogress",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "prepared 1, already done 0, failed 0" in res.stdout
@@ -167,11 +178,27 @@ def test_prepare_cli_on_real_ct(real_ct_dir, tmp_path):
 
 @pytest.mark.slow
 def test_make_phantoms_script(tmp_path):
-    cmd = [sys.executable, str(ROOT / "scripts" / "make_phantoms.py"), "--out", str(tmp_path), "--n", "3", "--size", "64", "--seed", "7", "--noprogress"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "make_phantoms.py"),
+        "--out",
+        str(tmp_path),
+        "--n",
+        "3",
+        "--size",
+        "64",
+        "--seed",
+        "7",
+        "--noprogress",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads((tmp_path / "datalist.json").read_text())
-    assert sorted(e["case"] for s in ("training", "validation", "test") for e in doc[s]) == ["phantom_0007", "phantom_0008", "phantom_0009"]
+    assert sorted(e["case"] for s in ("training", "validation", "test") for e in doc[s]) == [
+        "phantom_0007",
+        "phantom_0008",
+        "phantom_0009",
+    ]
     assert Path(tmp_path / "raw" / "phantom_0007_vessel_label.nii.gz").exists()
     # --size sets the prepared volume and DRR size too (quick 64^3 training data)
     import nibabel as nib

@@ -13,14 +13,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import write_dicom_xray
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
 from duolift_bundle.data.sample import sample_dir
 from duolift_bundle.data.xray_placement import field_mm
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRProjector
+from PIL import Image
 
 PROTOCOL = Protocol.build(size=64)
 GEOMETRY = PROTOCOL.drr.geometry
@@ -35,8 +34,14 @@ def write_film(path: Path, image: np.ndarray, **tags) -> Path:
 @pytest.fixture(scope="module")
 def drrs():
     """The held-out sample CT's DRRs at the detector's 320 px (1.5625 mm) and at the network's 64 px."""
-    ct = torch.as_tensor(np.asarray(nib.load(sample_dir(64) / "normal001" / "ct.nii.gz").dataobj, np.float32))[None, None]
-    fine = DRRProjector.from_protocol(dataclasses.replace(PROTOCOL, drr=dataclasses.replace(PROTOCOL.drr, geometry=dataclasses.replace(GEOMETRY, output_size=320))))
+    ct = torch.as_tensor(np.asarray(nib.load(sample_dir(64) / "normal001" / "ct.nii.gz").dataobj, np.float32))[
+        None, None
+    ]
+    fine = DRRProjector.from_protocol(
+        dataclasses.replace(
+            PROTOCOL, drr=dataclasses.replace(PROTOCOL.drr, geometry=dataclasses.replace(GEOMETRY, output_size=320))
+        )
+    )
     with torch.no_grad():
         return fine(ct)[0].numpy(), DRRProjector.from_protocol(PROTOCOL)(ct)[0].numpy()
 
@@ -49,8 +54,15 @@ def close_to(out: np.ndarray, reference: np.ndarray, share: float = 0.01) -> Non
 
 def test_a_detector_resolution_drr_as_dicom_comes_back(tmp_path, drrs):
     fine, coarse = drrs
-    film = write_film(tmp_path / "frontal.dcm", fine[0], ImagerPixelSpacing=[1.5625, 1.5625], DistanceSourceToDetector=949, DistanceSourceToPatient=541,
-                      PatientOrientation=["L", "F"], ViewPosition="PA")  # fmt: skip
+    film = write_film(
+        tmp_path / "frontal.dcm",
+        fine[0],
+        ImagerPixelSpacing=[1.5625, 1.5625],
+        DistanceSourceToDetector=949,
+        DistanceSourceToPatient=541,
+        PatientOrientation=["L", "F"],
+        ViewPosition="PA",
+    )
     out, info = load_radiograph(film, "frontal", PROTOCOL, PHYSICAL)
     close_to(out, coarse[0])
     assert info["pixel_mm"] == pytest.approx([1.5625 * 541 / 949] * 2, rel=1e-4) and not info["spacing_estimated"]
@@ -67,7 +79,12 @@ def test_a_fine_film_with_a_border_comes_back(tmp_path, drrs):
     index = np.minimum((centres / 1.5625).astype(int), 319)
     film = np.zeros((n + 2 * border, n + 2 * border), np.float32)
     film[border:-border, border:-border] = fine[0][np.ix_(index, index)]
-    path = write_film(tmp_path / "frontal.dcm", film, ImagerPixelSpacing=[500 / n, 500 / n], EstimatedRadiographicMagnificationFactor=949 / 541)
+    path = write_film(
+        tmp_path / "frontal.dcm",
+        film,
+        ImagerPixelSpacing=[500 / n, 500 / n],
+        EstimatedRadiographicMagnificationFactor=949 / 541,
+    )
     out, info = load_radiograph(path, "frontal", PROTOCOL, PHYSICAL)
     close_to(out, coarse[0])
     assert "EstimatedRadiographicMagnificationFactor" in info["spacing_source"]
@@ -86,7 +103,13 @@ def test_a_fine_film_with_a_border_comes_back(tmp_path, drrs):
 def test_orientation_from_the_file(tmp_path, drrs, view, orientation, flip, position, note):
     fine, coarse = drrs
     v = 0 if view == "frontal" else 1
-    path = write_film(tmp_path / f"{view}.dcm", fine[v][flip], PixelSpacing=[1.5625 * 541 / 949] * 2, PatientOrientation=orientation, ViewPosition=position)
+    path = write_film(
+        tmp_path / f"{view}.dcm",
+        fine[v][flip],
+        PixelSpacing=[1.5625 * 541 / 949] * 2,
+        PatientOrientation=orientation,
+        ViewPosition=position,
+    )
     out, info = load_radiograph(path, view, PROTOCOL, PHYSICAL)
     close_to(out, coarse[v])
     assert any(note in n for n in info["notes"]) if note else info["notes"] == []

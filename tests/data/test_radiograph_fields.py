@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
 
 

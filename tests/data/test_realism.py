@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.realism import STATISTICS, TRUNK, chest_statistics, compare
 from duolift_bundle.transforms.lung_mask import body_mask
@@ -41,7 +40,9 @@ def test_box_chest_statistics_match_their_construction():
     assert s["scan_length_mm"] == pytest.approx(100.0)
     assert s["lung_volume_ml"] == pytest.approx(lung.astype(bool).sum() * VOX**3 / 1000.0)
     assert s["lung_height_mm"] == pytest.approx(16 * VOX)
-    assert s["lung_top_mm"] == pytest.approx((12 - 31.5) * VOX) and s["diaphragm_mm"] == pytest.approx((27 - 31.5) * VOX)
+    assert s["lung_top_mm"] == pytest.approx((12 - 31.5) * VOX) and s["diaphragm_mm"] == pytest.approx(
+        (27 - 31.5) * VOX
+    )
     body = 20 * 30 * 40
     assert s["share_lung"] == pytest.approx(lung.astype(bool).sum() / body, rel=1e-3)
     assert s["share_bone"] == pytest.approx(20 * 2 * 4 / body, rel=1e-3)

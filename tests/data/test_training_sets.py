@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-
 from duolift_bundle.data.datasets import load_datalist, make_dataset
 from duolift_bundle.data.training_sets import compose_datalist
 from duolift_bundle.geometry import Protocol
@@ -43,7 +42,9 @@ def test_holdout_validates_and_the_rest_trains_repeated_with_phantoms(sources):
     items = load_datalist(out, "training")
     assert len(items) == 9 and set(items[0]) == set(items[-1])
     ds = make_dataset("prepared", "training", 2, Protocol.build(32), datalist=out)
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=9, collate_fn=__import__("monai").data.list_data_collate)))
+    batch = next(
+        iter(torch.utils.data.DataLoader(ds, batch_size=9, collate_fn=__import__("monai").data.list_data_collate))
+    )
     assert tuple(batch["ct"].shape) == (9, 1, 32, 32, 32)
 
 

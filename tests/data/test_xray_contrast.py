@@ -6,8 +6,13 @@ import json
 
 import numpy as np
 import pytest
-
-from duolift_bundle.data.xray_contrast import XRayReferenceError, load_reference, match_to_reference, reference_quantiles, write_reference
+from duolift_bundle.data.xray_contrast import (
+    XRayReferenceError,
+    load_reference,
+    match_to_reference,
+    reference_quantiles,
+    write_reference,
+)
 
 
 @pytest.fixture()
@@ -17,7 +22,9 @@ def reference():
     return np.asarray(reference_quantiles(drrs)), np.concatenate([d.ravel() for d in drrs])
 
 
-@pytest.mark.parametrize("display", [lambda x: x, lambda x: x**0.5, lambda x: np.exp(3 * x), lambda x: 1 / (1 + np.exp(-10 * (x - 0.4)))])
+@pytest.mark.parametrize(
+    "display", [lambda x: x, lambda x: x**0.5, lambda x: np.exp(3 * x), lambda x: 1 / (1 + np.exp(-10 * (x - 0.4)))]
+)
 def test_a_monotonic_display_mapping_is_undone(reference, display):
     """Matching depends on ranks only: any increasing look-up table gives the same output, and
     its distribution is the reference's (checked with numpy's quantiles)."""
@@ -57,9 +64,8 @@ def test_reference_files(tmp_path, reference):
 
 def test_histogram_distance_is_the_wasserstein_distance(reference):
     """Against scipy's 1-Wasserstein distance between the samples, and by hand."""
-    from scipy.stats import wasserstein_distance
-
     from duolift_bundle.data.xray_contrast import histogram_distance
+    from scipy.stats import wasserstein_distance
 
     quantiles, pooled = reference
     film = np.random.default_rng(2).beta(2, 5, size=(64, 64))

@@ -7,11 +7,17 @@ import json
 
 import pytest
 import torch
+from duolift_bundle.data.xray_io import XRayInputError
+from duolift_bundle.engines.case_failures import (
+    FAILED_CASES_KEY,
+    CaseGuard,
+    CaseTolerantEvaluator,
+    collate_cases,
+    exit_if_failed,
+    write_failures,
+)
 from monai.data import DataLoader, Dataset
 from monai.transforms import Lambda
-
-from duolift_bundle.data.xray_io import XRayInputError
-from duolift_bundle.engines.case_failures import FAILED_CASES_KEY, CaseGuard, CaseTolerantEvaluator, collate_cases, exit_if_failed, write_failures
 
 
 def _load(item: dict) -> dict:
@@ -51,7 +57,11 @@ def test_case_guard_turns_a_failed_load_into_a_failed_item():
 
 @pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (1,)])
 def test_collate_keeps_failed_items_apart(order):
-    items = [{"case": "a", "image": torch.zeros(1, 2)}, {"case": "x", "failed": "bad"}, {"case": "b", "image": torch.ones(1, 2)}]
+    items = [
+        {"case": "a", "image": torch.zeros(1, 2)},
+        {"case": "x", "failed": "bad"},
+        {"case": "b", "image": torch.ones(1, 2)},
+    ]
     batch = collate_cases([items[i] for i in order])
     good = [items[i]["case"] for i in order if "image" in items[i]]
     assert [f["case"] for f in batch[FAILED_CASES_KEY]] == ["x"]
@@ -64,7 +74,12 @@ def test_collate_keeps_failed_items_apart(order):
 def test_evaluator_goes_on_past_failed_cases(tmp_path, batch_size, num_workers):
     """A load failure (in the DataLoader, in workers too) and a post-processing failure are
     recorded with their reasons; every other case reaches the handlers; a second run starts clean."""
-    loader = DataLoader(CaseGuard(Dataset(CASES, transform=_load)), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_cases)
+    loader = DataLoader(
+        CaseGuard(Dataset(CASES, transform=_load)),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_cases,
+    )
     seen: list[str] = []
     evaluator = CaseTolerantEvaluator(
         device=torch.device("cpu"), val_data_loader=loader, network=torch.nn.Identity(), prepare_batch=_prepare,
@@ -78,7 +93,10 @@ def test_evaluator_goes_on_past_failed_cases(tmp_path, batch_size, num_workers):
     evaluator.run()
     assert evaluator.failed_cases["bad_load"] == "XRayInputError: bad_load/frontal.png: a RGB image"
     if batch_size == 1:
-        assert set(evaluator.failed_cases) == {"bad_load", "bad_write"} and evaluator.failed_cases["bad_write"] == "OSError: disk full"
+        assert (
+            set(evaluator.failed_cases) == {"bad_load", "bad_write"}
+            and evaluator.failed_cases["bad_write"] == "OSError: disk full"
+        )
         assert seen == ["a", "b", "c"] and evaluator.n_done == 3
     else:  # the post-processing failure takes its batch-mate with it, and both are listed
         assert seen == ["a", "c"] and evaluator.n_done == 2
@@ -97,8 +115,12 @@ def test_exit_if_failed_ends_with_every_reason(tmp_path):
     with pytest.raises(SystemExit) as exc:
         exit_if_failed(Done(), tmp_path, shown=3)
     message = str(exc.value.code)
-    assert message.startswith(f"error: 4 of 10 case(s) failed (listed in {tmp_path / 'failed.json'}; the others were written)")
-    assert "case0: ValueError: reason 0; case1" in message and "case3" not in message and message.endswith("; and 1 more")
+    assert message.startswith(
+        f"error: 4 of 10 case(s) failed (listed in {tmp_path / 'failed.json'}; the others were written)"
+    )
+    assert (
+        "case0: ValueError: reason 0; case1" in message and "case3" not in message and message.endswith("; and 1 more")
+    )
     Done.failed_cases = {}
     assert exit_if_failed(Done(), tmp_path) is None  # nothing failed: the run ends normally
 

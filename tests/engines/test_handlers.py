@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from duolift_bundle.engines import TimeBudget
 from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler
-
-from duolift_bundle.engines import TimeBudget
 
 
 def _run(epoch_times, max_epochs, milestone, budget):

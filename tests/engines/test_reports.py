@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from duolift_bundle.engines.reports import MetricsReport
 
 ROWS = [
@@ -44,12 +43,22 @@ def test_real_and_synthetic_are_never_pooled(tmp_path):
         assert group["metrics"]["psnr_3d"]["std"] == pytest.approx(np.std(values))
     with open(tmp_path / "metrics.csv", newline="") as f:
         origins = {r["case"]: r["origin"] for r in csv.DictReader(f)}
-    assert origins == {"lidc_1": "real", "phantom_1": "synthetic", "lidc_2": "real", "phantom_2": "synthetic", "marked_real": "real"}
+    assert origins == {
+        "lidc_1": "real",
+        "phantom_1": "synthetic",
+        "lidc_2": "real",
+        "phantom_2": "synthetic",
+        "marked_real": "real",
+    }
     table = (tmp_path / "table.md").read_text().splitlines()
     assert table[2] == "| DuoLift-test | real (n = 3) | 20.00 ± 1.63 | 0.5000 ± 0.0816 |"
     assert table[3] == "| DuoLift-test | synthetic (n = 2) | 25.50 ± 0.50 | 0.7500 ± 0.0500 |"
     assert "1 failed case(s), not in the table: broken (failed.json)" in table[-1]
-    assert summary["failed"] == json.loads((tmp_path / "failed.json").read_text()) == {"broken": "CTInputError: broken/ct.nii.gz: unreadable"}
+    assert (
+        summary["failed"]
+        == json.loads((tmp_path / "failed.json").read_text())
+        == {"broken": "CTInputError: broken/ct.nii.gz: unreadable"}
+    )
 
 
 def test_one_origin_keeps_the_top_level_metrics(tmp_path):

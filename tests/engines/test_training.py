@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, make_small_prepared
 from duolift_bundle.engines import DuoLiftTrainer, NonFiniteLossError
 from duolift_bundle.losses import DuoLiftGeneratorLoss
@@ -33,7 +32,9 @@ def config_arg(files: list[str]) -> str:
     return "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
-def run_training(configs: list[str], data: Path, out: Path, *extra: str, size: str = "32", timeout: int = 600) -> subprocess.CompletedProcess:
+def run_training(
+    configs: list[str], data: Path, out: Path, *extra: str, size: str = "32", timeout: int = 600
+) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run training`` with the default ``ckpt_dir`` (``<out>/models``)."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg(configs), "--dataset_dir",
            str(data), "--output_dir", str(out), "--size", size, *SMALL, *extra]  # fmt: skip
@@ -95,8 +96,26 @@ def test_killed_run_resumes_to_the_uninterrupted_result(phantoms32, tmp_path):
     full = tmp_path / "full"
     assert run_training(GAN, phantoms32, full, "--max_epochs", "4").returncode == 0
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg(GAN), "--dataset_dir",
-           str(phantoms32), "--output_dir", str(killed), "--ckpt_dir", str(killed / "models"), "--size", "32", *SMALL, "--max_epochs", "4"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        config_arg(GAN),
+        "--dataset_dir",
+        str(phantoms32),
+        "--output_dir",
+        str(killed),
+        "--ckpt_dir",
+        str(killed / "models"),
+        "--size",
+        "32",
+        *SMALL,
+        "--max_epochs",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = killed / "checkpoints" / "checkpoint_epoch=0001.pt"
     deadline = time.time() + 300
@@ -117,7 +136,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(phantoms32, tmp_path):
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     assert a["best_model"] == b["best_model"]
     # the resumed run went on pruning the files of the killed one: the newest n_saved = 2 remain
-    assert sorted(p.name for p in (killed / "checkpoints").glob("*.pt")) == ["checkpoint_epoch=0003.pt", "checkpoint_epoch=0004.pt"]
+    assert sorted(p.name for p in (killed / "checkpoints").glob("*.pt")) == [
+        "checkpoint_epoch=0003.pt",
+        "checkpoint_epoch=0004.pt",
+    ]
 
 
 @pytest.mark.parametrize("full_checkpoint", [False, True])
@@ -195,14 +217,28 @@ def test_shipped_weights_are_never_overwritten_by_accident(phantoms32, tmp_path,
     ckpt_dir.mkdir()
     target = ckpt_dir / "model.pt"
     target.write_bytes((ROOT / "models" / "phantom_cnn.pt").read_bytes())
-    result = run_training(CNN, phantoms32, tmp_path / "out", "--max_epochs", "1", "--ckpt_dir", str(ckpt_dir), "--replace_shipped", str(replace))
+    result = run_training(
+        CNN,
+        phantoms32,
+        tmp_path / "out",
+        "--max_epochs",
+        "1",
+        "--ckpt_dir",
+        str(ckpt_dir),
+        "--replace_shipped",
+        str(replace),
+    )
     if replace:
         assert result.returncode == 0, result.stderr[-3000:]
         assert file_sha256(target) != file_sha256(ROOT / "models" / "phantom_cnn.pt")
     else:
         assert result.returncode != 0
         last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: ShippedFileError: ") and f"{target}: this is a shipped file" in last and "--replace_shipped True" in last
+        assert (
+            last.startswith("error: ShippedFileError: ")
+            and f"{target}: this is a shipped file" in last
+            and "--replace_shipped True" in last
+        )
         assert "Iter: 1/" not in result.stderr
         assert file_sha256(target) == file_sha256(ROOT / "models" / "phantom_cnn.pt")
 
@@ -262,7 +298,14 @@ def test_nan_loss_stops_the_run_naming_the_iteration():
     batches = _batches(3)
     batches[1]["ct"][0, 0, 0, 0, 0] = float("nan")
     net = _small_generator()
-    trainer = DuoLiftTrainer("cpu", 1, batches, WithAuxiliaryOutputs(net), torch.optim.Adam(net.parameters()), DuoLiftGeneratorLoss(masked=False))
+    trainer = DuoLiftTrainer(
+        "cpu",
+        1,
+        batches,
+        WithAuxiliaryOutputs(net),
+        torch.optim.Adam(net.parameters()),
+        DuoLiftGeneratorLoss(masked=False),
+    )
     with pytest.raises(NonFiniteLossError, match=r"g_loss is nan at iteration 2 \(epoch 1\)"):
         trainer.run()
 
@@ -270,7 +313,15 @@ def test_nan_loss_stops_the_run_naming_the_iteration():
 def test_trainer_rejects_half_a_gan():
     net = _small_generator()
     with pytest.raises(ValueError, match="together"):
-        DuoLiftTrainer("cpu", 1, [], net, torch.optim.Adam(net.parameters()), DuoLiftGeneratorLoss(), d_network=torch.nn.Conv3d(1, 1, 1))
+        DuoLiftTrainer(
+            "cpu",
+            1,
+            [],
+            net,
+            torch.optim.Adam(net.parameters()),
+            DuoLiftGeneratorLoss(),
+            d_network=torch.nn.Conv3d(1, 1, 1),
+        )
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import dice as reference_dice
 from duolift_bundle.metrics.anatomy import (
     ClassicalLungSegmenter,
@@ -73,7 +72,9 @@ def test_lungmask_loads_a_weights_file_and_matches_lungmask_itself(tmp_path, pha
     assert ours.weights == weights
     mask = ours(hu, spacing)
     assert mask.shape == hu.shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
-    reference = LMInferer(modelpath=str(weights), force_cpu=True, batch_size=4, tqdm_disable=True).apply(hu.astype(np.float32))
+    reference = LMInferer(modelpath=str(weights), force_cpu=True, batch_size=4, tqdm_disable=True).apply(
+        hu.astype(np.float32)
+    )
     assert np.array_equal(mask, (reference > 0).astype(np.uint8))
 
 
@@ -126,7 +127,10 @@ def _real_weights_present() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _real_weights_present(), reason="lungmask R231 weights (unet_r231-d5d2fc3d.pth) not in the torch hub cache; no download on this machine")
+@pytest.mark.skipif(
+    not _real_weights_present(),
+    reason="lungmask R231 weights (unet_r231-d5d2fc3d.pth) not in the torch hub cache; no download on this machine",
+)
 def test_lungmask_real_weights_on_real_ct(real_ct_dir):
     """With the real R231 weights, lungmask and the classical mask agree on the real chest CT."""
     from duolift_bundle.constants import unit_to_hu

@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
 from duolift_bundle.metrics import X2CT_PSNR_OFFSET_DB, mae, psnr_2d, psnr_3d, ssim_2d, ssim_3d
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
 def random_pair(seed: int, shape=(24, 20, 22)):
@@ -40,20 +39,36 @@ def test_psnr_and_mae_against_scikit_image(phantom_pair):
     for pred, target in pairs(phantom_pair):
         assert psnr_3d(pred, target) == pytest.approx(peak_signal_noise_ratio(target, pred, data_range=1.0), abs=1e-4)
         for axis in range(3):
-            ref = np.mean([peak_signal_noise_ratio(np.take(target, i, axis), np.take(pred, i, axis), data_range=1.0) for i in range(target.shape[axis])])
+            ref = np.mean(
+                [
+                    peak_signal_noise_ratio(np.take(target, i, axis), np.take(pred, i, axis), data_range=1.0)
+                    for i in range(target.shape[axis])
+                ]
+            )
             assert psnr_2d(pred, target, axes=(axis,)) == pytest.approx(ref, abs=1e-4)
         assert mae(pred, target) == pytest.approx(np.abs(pred - target).mean(), abs=1e-8)
 
 
 def test_ssim_against_scikit_image(phantom_pair):
     for pred, target in pairs(phantom_pair):
-        ref3 = structural_similarity(target, pred, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        ref3 = structural_similarity(
+            target, pred, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
         assert ssim_3d(pred, target) == pytest.approx(ref3, abs=1e-4)
         for axis in range(3):
-            ref2 = np.mean([
-                structural_similarity(np.take(target, i, axis), np.take(pred, i, axis), data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-                for i in range(target.shape[axis])
-            ])  # fmt: skip
+            ref2 = np.mean(
+                [
+                    structural_similarity(
+                        np.take(target, i, axis),
+                        np.take(pred, i, axis),
+                        data_range=1.0,
+                        gaussian_weights=True,
+                        sigma=1.5,
+                        use_sample_covariance=False,
+                    )
+                    for i in range(target.shape[axis])
+                ]
+            )
             assert ssim_2d(pred, target, axes=(axis,)) == pytest.approx(ref2, abs=1e-4)
 
 
@@ -107,7 +122,6 @@ def vgg_features_file(tmp_path_factory):
 
 def test_lpips_loads_vgg_weights_and_matches_per_slice_lpips(vgg_features_file):
     import lpips
-
     from duolift_bundle.metrics.perceptual import SliceLPIPS
 
     path, vgg = vgg_features_file

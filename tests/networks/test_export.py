@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import ROOT
 from monai.bundle import ConfigParser
 
+
 def bundle_cmd(*args: str) -> subprocess.CompletedProcess:
     """A MONAI bundle command on inference.yaml and the metadata, with no override: their
     defaults describe the shipped double-view model (models/model.pt)."""
-    cmd = [sys.executable, "-m", "monai.bundle", *args, "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        *args,
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.yaml",
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -36,7 +44,9 @@ def test_the_paper_network_is_one_override(tmp_path):
     train = ConfigParser()
     train.read_config(str(ROOT / "configs" / "train.yaml"))
     train["bundle_root"] = str(ROOT)
-    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in train.get_parsed_content("network_def").parameters())
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in train.get_parsed_content("network_def").parameters()
+    )
 
 
 def test_verify_net_in_out_catches_a_wrong_view_count():
@@ -58,7 +68,9 @@ def test_ckpt_export_torchscript_equals_eager(tmp_path):
     parser["bundle_root"] = str(ROOT)
     net = parser.get_parsed_content("network").eval()  # loads models/model.pt
     ts_path = tmp_path / "model.ts"
-    result = bundle_cmd("ckpt_export", "network_def", "--filepath", str(ts_path), "--ckpt_file", str(ROOT / "models" / "model.pt"))
+    result = bundle_cmd(
+        "ckpt_export", "network_def", "--filepath", str(ts_path), "--ckpt_file", str(ROOT / "models" / "model.pt")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     extra = {"metadata.json": "", "inference.json": ""}
     scripted = torch.jit.load(str(ts_path), _extra_files=extra)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from duolift_bundle.networks import DuoLiftGenerator, load_generator
 
 

@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from duolift_bundle.networks import MeanVolume
 from tests.conftest import make_small_prepared
 

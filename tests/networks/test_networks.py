@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.layers.factories import Norm
-
 from duolift_bundle.networks import DuoLiftDiscriminator, DuoLiftGenerator, X2CTGenerator, discriminator_output_size
 from duolift_bundle.networks.blocks import InstanceNorm3dCL, Lifting, lift_repeat
+from monai.networks.layers.factories import Norm
 
 # Small generators for CPU tests: same code as the paper configuration, reduced widths/depth.
 SMALL = dict(image_size=32, volume_size=32, width=1 / 16, encoder_blocks=(1, 1, 1, 1))
@@ -169,7 +168,11 @@ def phantom_ball():
     ball = torch.from_numpy(ph.hu > 500)  # the dense ball only: the body would dominate the product
     vol = torch.where(ball, 1000.0, -1024.0)[None, None]  # HU: air around the ball
     centre = torch.nonzero(ball).float().mean(0).tolist()
-    xray = DRRProjector(DRRGeometry(sad=None, detector_size=320.0, detector_pixels=64, output_size=64), spacing=320.0 / 64, input_range="hu")(vol)
+    xray = DRRProjector(
+        DRRGeometry(sad=None, detector_size=320.0, detector_pixels=64, output_size=64),
+        spacing=320.0 / 64,
+        input_range="hu",
+    )(vol)
     return vol, centre, xray
 
 
@@ -195,7 +198,10 @@ def test_generator_rejects_bad_shapes(shape, message):
 def test_generator_rejects_non_finite(bad):
     x = torch.rand(1, 2, 32, 32)
     x[0, 1, 3, 4] = bad
-    for net in (DuoLiftGenerator(**SMALL), X2CTGenerator(image_size=32, encoder_channels=(8, 8, 8), decoder_channels=(8, 8, 8, 4))):
+    for net in (
+        DuoLiftGenerator(**SMALL),
+        X2CTGenerator(image_size=32, encoder_channels=(8, 8, 8), decoder_channels=(8, 8, 8, 4)),
+    ):
         with pytest.raises(ValueError, match="NaN or Inf"):
             net(x)
 
@@ -228,7 +234,9 @@ def test_discriminator_layers_are_the_papers():
     d = DuoLiftDiscriminator()
     convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv3d)]
     pools = [m for m in d.modules() if isinstance(m, torch.nn.AvgPool3d)]
-    assert len(convs) == 4 and all(c.kernel_size == (4, 4, 4) and c.stride == (1, 1, 1) and c.padding == (2, 2, 2) for c in convs)
+    assert len(convs) == 4 and all(
+        c.kernel_size == (4, 4, 4) and c.stride == (1, 1, 1) and c.padding == (2, 2, 2) for c in convs
+    )
     assert len(pools) == 5 and all(p.kernel_size == 3 and p.stride == 2 and p.padding == 1 for p in pools)
 
 
@@ -260,7 +268,15 @@ def test_discriminator_conditioning_and_masking():
 @pytest.mark.parametrize("views", [1, 2])
 def test_x2ct_baseline_small(views):
     torch.manual_seed(5)
-    net = X2CTGenerator(views=views, image_size=32, stem_channels=4, encoder_channels=(8, 8, 8), decoder_channels=(8, 8, 8, 4), growth=4, dense_layers=2)
+    net = X2CTGenerator(
+        views=views,
+        image_size=32,
+        stem_channels=4,
+        encoder_channels=(8, 8, 8),
+        decoder_channels=(8, 8, 8, 4),
+        growth=4,
+        dense_layers=2,
+    )
     x = torch.rand(2, views, 32, 32)
     y = net(x)
     assert y.shape == (2, 1, 32, 32, 32) and 0.0 <= float(y.min()) and float(y.max()) <= 1.0
@@ -318,15 +334,22 @@ def test_small_generator_overfits_one_phantom():
 def test_unetpp_heads_equal_monai_basic_unetplusplus(grad):
     """forward_heads (input freed early, preallocated skips without autograd) computes exactly
     MONAI's BasicUNetPlusPlus.forward with deep supervision, on the same weights."""
-    from monai.networks.nets import BasicUNetPlusPlus
-
     from duolift_bundle.networks.blocks import ACT_3D, NORM_3D
     from duolift_bundle.networks.unetpp import UNetPlusPlusHeads
+    from monai.networks.nets import BasicUNetPlusPlus
 
     torch.manual_seed(0)
     features = (4, 4, 8, 8, 16, 4)
     ours = UNetPlusPlusHeads(3, 5, 2, features, act=ACT_3D, norm=NORM_3D).eval()
-    reference = BasicUNetPlusPlus(spatial_dims=3, in_channels=5, out_channels=2, features=features, deep_supervision=True, act=ACT_3D, norm=NORM_3D).eval()
+    reference = BasicUNetPlusPlus(
+        spatial_dims=3,
+        in_channels=5,
+        out_channels=2,
+        features=features,
+        deep_supervision=True,
+        act=ACT_3D,
+        norm=NORM_3D,
+    ).eval()
     reference.load_state_dict(ours.state_dict())
     x = torch.rand(2, 5, 16, 16, 16)
     with torch.set_grad_enabled(grad):

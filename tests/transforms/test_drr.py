@@ -9,7 +9,6 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-
 from duolift_bundle.transforms.drr import DRRd, DRRGeometry, DRRProjector, hu_to_mu, line_integrals
 
 N, S = 96, 2.5  # voxels, mm
@@ -102,7 +101,9 @@ def _read_pfm(path: str) -> np.ndarray:
     return data
 
 
-@pytest.mark.skipif(shutil.which("plastimatch") is None, reason="plastimatch not installed (apt-get install plastimatch)")
+@pytest.mark.skipif(
+    shutil.which("plastimatch") is None, reason="plastimatch not installed (apt-get install plastimatch)"
+)
 def test_against_plastimatch(tmp_path):
     """Same phantom and geometry through `plastimatch drr`: Pearson r >= 0.985 for both views, and
     the images aligned to within half a pixel (shifting plastimatch's image by one pixel either
@@ -116,24 +117,43 @@ def test_against_plastimatch(tmp_path):
     "-1 0 0" puts the source on the patient's right; its images come out rotated by 180 degrees
     relative to the bundle's display convention.
     """
-    import SimpleITK as sitk
-
+    import SimpleITK
     from duolift_bundle.data.phantoms import make_phantom
-
     from scipy.ndimage import shift
 
     # without white noise: the two projectors interpolate voxel-scale noise differently, which is
     # not what this test is about (the geometry); the phantom's smooth texture stays
     ph = make_phantom(1, size=128, noise_hu=0.0)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(ph.hu[::-1]))  # ITK (k, j, i) = (S+, P+, L+) in LPS
+    img = SimpleITK.GetImageFromArray(np.ascontiguousarray(ph.hu[::-1]))  # ITK (k, j, i) = (S+, P+, L+) in LPS
     img.SetSpacing((2.5, 2.5, 2.5))
     img.SetOrigin(tuple(-(128 - 1) / 2 * 2.5 for _ in range(3)))
-    sitk.WriteImage(img, str(tmp_path / "vol.mha"))
+    SimpleITK.WriteImage(img, str(tmp_path / "vol.mha"))
     geo = DRRGeometry(detector_pixels=128)
     ours = DRRProjector(geo, normalize="none", input_range="hu")(torch.from_numpy(ph.hu.copy())[None, None])[0].numpy()
     for i, nrm in enumerate(("0 1 0", "-1 0 0")):
         prefix = tmp_path / f"view{i}_"
-        cmd = ["plastimatch", "drr", "-t", "pfm", "-n", nrm, "--sad", "541", "--sid", "949", "-r", "128 128", "-z", "500 500", "-o", "0 0 0", "-I", str(tmp_path / "vol.mha"), "-O", str(prefix)]
+        cmd = [
+            "plastimatch",
+            "drr",
+            "-t",
+            "pfm",
+            "-n",
+            nrm,
+            "--sad",
+            "541",
+            "--sid",
+            "949",
+            "-r",
+            "128 128",
+            "-z",
+            "500 500",
+            "-o",
+            "0 0 0",
+            "-I",
+            str(tmp_path / "vol.mha"),
+            "-O",
+            str(prefix),
+        ]
         subprocess.run(cmd, check=True, capture_output=True)
         ref = _read_pfm(glob.glob(f"{prefix}*.pfm")[0])[::-1][::-1, ::-1]  # PFM rows bottom-up; then 180 deg
         r = np.corrcoef(ours[i].ravel(), ref.ravel())[0, 1]
@@ -165,11 +185,17 @@ def test_options_normalise_and_flip():
     by_max = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="max")(ct, spacing=(5.0,) * 3)
     assert torch.allclose(by_max.amax(dim=(-2, -1)), torch.ones(1, 2))
     assert torch.allclose(by_max, base / base.amax(dim=(-2, -1), keepdim=True))
-    fixed = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="fixed", max_value=1e9)(ct, spacing=(5.0,) * 3)
+    fixed = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="fixed", max_value=1e9)(
+        ct, spacing=(5.0,) * 3
+    )
     assert torch.allclose(fixed, base / 1e9)
-    flipped = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="none", flip_frontal=True)(ct, spacing=(5.0,) * 3)
+    flipped = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="none", flip_frontal=True)(
+        ct, spacing=(5.0,) * 3
+    )
     assert torch.allclose(flipped[:, 0], base[:, 0].flip(-1)) and torch.allclose(flipped[:, 1], base[:, 1])
-    single = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), views=("frontal",), normalize="none")(ct, spacing=(5.0,) * 3)
+    single = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), views=("frontal",), normalize="none")(
+        ct, spacing=(5.0,) * 3
+    )
     assert single.shape == (1, 1, 32, 32) and torch.allclose(single[:, 0], base[:, 0])
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage as ndi
-from skimage.filters import threshold_isodata
-
 from conftest import dice
-from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.phantoms import make_phantom
-from duolift_bundle.transforms.lung_mask import LungMaskd, RemoveTabled, body_mask, classical_lung_mask, kmeans_threshold
+from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.transforms.lung_mask import (
+    LungMaskd,
+    RemoveTabled,
+    body_mask,
+    classical_lung_mask,
+    kmeans_threshold,
+)
+from scipy import ndimage as ndi
+from skimage.filters import threshold_isodata
 
 
 def test_kmeans_threshold_matches_isodata():

@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from monai.bundle import ConfigParser, ConfigWorkflow
-
 from duolift_bundle.data.datasets import prepared_dataset
 from duolift_bundle.data.sample import sample_datalist, sample_dir
-
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 
 def test_sample_data_is_small_and_attributed():
@@ -48,7 +46,6 @@ def test_sample_data_passes_the_data_contract(size):
 def test_sample_ct_is_the_protocol_volume_to_one_hu(real_ct_dir, tmp_path):
     """The int16 storage of the embedded CT loses nothing beyond 1 HU against a fresh preparation."""
     import nibabel as nib
-
     from duolift_bundle.data.prepare import prepare
 
     prepare(str(real_ct_dir), str(tmp_path), progress=False)
@@ -56,7 +53,9 @@ def test_sample_ct_is_the_protocol_volume_to_one_hu(real_ct_dir, tmp_path):
     a = np.asarray(nib.load(fresh / "ct.nii.gz").dataobj, dtype=np.float64)
     b = np.asarray(nib.load(sample_dir() / "normal001" / "ct.nii.gz").dataobj, dtype=np.float64)
     assert np.abs(a - b).max() <= 0.5 / 2500 + 1e-7
-    np.testing.assert_allclose(nib.load(fresh / "ct.nii.gz").affine, nib.load(sample_dir() / "normal001" / "ct.nii.gz").affine)
+    np.testing.assert_allclose(
+        nib.load(fresh / "ct.nii.gz").affine, nib.load(sample_dir() / "normal001" / "ct.nii.gz").affine
+    )
 
 
 # every file of configs/ and the configs it is merged after (its own comment shows the command)
@@ -102,7 +101,9 @@ def test_every_config_parses(config):
 
 # multi_gpu_train.yaml wraps the networks in DDP, which needs a process group: tests/engines/test_training.py
 # runs it under torchrun instead
-@pytest.mark.parametrize("config", sorted(c for c, (kind, _, _) in CONFIG_STACKS.items() if kind and c != "multi_gpu_train.yaml"))
+@pytest.mark.parametrize(
+    "config", sorted(c for c, (kind, _, _) in CONFIG_STACKS.items() if kind and c != "multi_gpu_train.yaml")
+)
 def test_configs_have_monai_workflow_properties(config, tmp_path):
     """MONAI's ConfigWorkflow finds every required property of the workflow type (the ids resolve,
     with the embedded sample data as the dataset and a 1/16-width model)."""
@@ -131,7 +132,6 @@ def test_configs_have_monai_workflow_properties(config, tmp_path):
     if workflow_type == "infer":
         workflow.parser["network"] = "@network_def"
     assert workflow.check_properties() == []
-
 
 
 # ---------------------------------------------------------------- metadata against code and packages
@@ -179,7 +179,9 @@ def test_metadata_network_format_matches_the_network():
     net = parser.get_parsed_content("network_def", lazy=False).eval()
     with torch.no_grad():
         y = net(torch.rand(2, 2, 32, 32) * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
-    assert y.dtype == torch.float32 and y.shape == (2, 1, 32, 32, 32) and 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+    assert (
+        y.dtype == torch.float32 and y.shape == (2, 1, 32, 32, 32) and 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+    )
 
 
 # ---------------------------------------------------------------- the shipped models
@@ -208,7 +210,9 @@ def test_phantom_only_model_matches_its_provenance():
     record, path = json.loads(PHANTOM_JSON.read_text()), ROOT / "models" / "phantom_cnn.pt"
     assert _sha256(path) == record["sha256"], "models/phantom_cnn.pt is not the recorded phantom-only model"
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "demo.yaml", "train_demo.yaml")])
+    parser.read_config(
+        [str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "demo.yaml", "train_demo.yaml")]
+    )
     parser["bundle_root"] = "."
     for key, value in record["training"]["settings"].items():
         assert parser.get_parsed_content(key) == value, key
@@ -231,7 +235,9 @@ def test_shipped_model_matches_its_record(key):
     record = _shipped()["models"][key]
     path = ROOT / record["file"]
     assert path.stat().st_size < 25e6
-    assert _sha256(path) == record["sha256"], f"{record['file']} is not the shipped model (retrained here? git checkout {record['file']})"
+    assert (
+        _sha256(path) == record["sha256"]
+    ), f"{record['file']} is not the shipped model (retrained here? git checkout {record['file']})"
     train = ConfigParser()
     train.read_config([str(ROOT / "configs" / f) for f in TRAIN_CONFIGS[key]])
     train["bundle_root"] = "."
@@ -259,7 +265,12 @@ def test_leave_one_out_record_has_every_fold_and_its_baselines():
     folds = _shipped()["leave_one_out"]
     assert sorted(folds) == ["P002", "cap002", "normal001"]
     for fold in folds.values():
-        assert {"DuoLift-CNN double view", "DuoLift-CNN single view", "phantom-only model (before)", "mean of the other real CTs"} <= set(fold["rows"])
+        assert {
+            "DuoLift-CNN double view",
+            "DuoLift-CNN single view",
+            "phantom-only model (before)",
+            "mean of the other real CTs",
+        } <= set(fold["rows"])
 
 
 def test_leave_one_out_bone_columns_by_hand():
@@ -280,10 +291,17 @@ def test_leave_one_out_bone_columns_by_hand():
     target = hu_to_unit(hu).astype(np.float32)
     bone, beside = report._bone_regions(target, 300.0)
     assert bone.sum() == 8 and beside.sum() == 8**3 - 8  # the 3-voxel neighbourhood: an 8^3 cube
-    cases = {"target": (target, 700.0, 700.0), "soft": (hu_to_unit(np.zeros_like(hu)), 0.0, 0.0), "bright": (hu_to_unit(hu * 0 + 300.0), 300.0, 0.0)}
+    cases = {
+        "target": (target, 700.0, 700.0),
+        "soft": (hu_to_unit(np.zeros_like(hu)), 0.0, 0.0),
+        "bright": (hu_to_unit(hu * 0 + 300.0), 300.0, 0.0),
+    }
     for name, (volume, mean, contrast) in cases.items():
         got = report._bone_columns(volume, bone, beside)
-        assert got == {"bone_hu": pytest.approx(mean, abs=0.2), "bone_contrast_hu": pytest.approx(contrast, abs=0.2)}, name
+        assert got == {
+            "bone_hu": pytest.approx(mean, abs=0.2),
+            "bone_contrast_hu": pytest.approx(contrast, abs=0.2),
+        }, name
 
 
 def _frontal_png(case: str, folder: Path) -> None:
@@ -304,9 +322,26 @@ def test_single_view_config_reconstructs_one_frontal_radiograph_file(tmp_path):
 
     _frontal_png("normal001", tmp_path / "in" / "normal001")
     out = tmp_path / "out"
-    pixel_mm = 500.0 * 541.0 / 949.0 / 64  # a PNG carries no pixel size: the DRR's, at the patient, given as the README says
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", "['configs/inference.yaml','configs/inference_single_view.yaml']",
-           "--input_dir", str(tmp_path / "in"), "--output_dir", str(out), "--progress", "False", "--xray_pixel_spacing", str(pixel_mm)]  # fmt: skip
+    pixel_mm = (
+        500.0 * 541.0 / 949.0 / 64
+    )  # a PNG carries no pixel size: the DRR's, at the patient, given as the README says
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "inferring",
+        "--config_file",
+        "['configs/inference.yaml','configs/inference_single_view.yaml']",
+        "--input_dir",
+        str(tmp_path / "in"),
+        "--output_dir",
+        str(out),
+        "--progress",
+        "False",
+        "--xray_pixel_spacing",
+        str(pixel_mm),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     img = nib.load(out / "normal001" / "recon_hu.nii.gz")
@@ -322,7 +357,13 @@ def test_quickstart_reconstructs_the_sample(tmp_path):
     """The README's first command (after set-up): both shipped models and the baselines on the
     sample, NIfTI, metrics and figures, the paths printed, and the metrics of the model card."""
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "scripts/quickstart.py", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "scripts/quickstart.py", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     shipped = _shipped()
     for case in ("normal001", "phantom_0500", "phantom_0501"):
@@ -344,5 +385,8 @@ def test_quickstart_reconstructs_the_sample(tmp_path):
     table = (out / "table.md").read_text()
     assert "real (held out)" in table and "synthetic" in table and "mean of the real training CTs" in table
     # the double-view model beats the baseline that sees no X-ray on the real case it never saw
-    dv, mean = shipped["models"]["double_view"]["sample"]["normal001"], shipped["baselines"]["mean_real_training_cts"]["sample"]["normal001"]
+    dv, mean = (
+        shipped["models"]["double_view"]["sample"]["normal001"],
+        shipped["baselines"]["mean_real_training_cts"]["sample"]["normal001"],
+    )
     assert dv["psnr_3d"] > mean["psnr_3d"] + 2.0 and dv["ssim_3d"] > mean["ssim_3d"] + 0.15

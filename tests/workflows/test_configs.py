@@ -3,17 +3,13 @@ workflow properties (no data needed: datasets are never instantiated here)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from monai.bundle import ConfigParser
-
 from duolift_bundle.engines.config_checks import ConfigError, check_overrides, check_training_settings
 from duolift_bundle.networks import DuoLiftDiscriminator, DuoLiftGenerator
-
+from monai.bundle import ConfigParser
 
 
 def parse(*names: str, **overrides) -> ConfigParser:
@@ -56,7 +52,10 @@ def test_multi_gpu_override_parses():
     parser = parse("multi_gpu_train.yaml")
     assert parser.get_parsed_content("distributed") is True
     single = parse()
-    assert single.get_parsed_content("train#sampler#num_replicas") == 1 and single.get_parsed_content("train#sampler#rank") == 0
+    assert (
+        single.get_parsed_content("train#sampler#num_replicas") == 1
+        and single.get_parsed_content("train#sampler#rank") == 0
+    )
 
 
 def test_paper_recipe_reaches_the_objects():
@@ -86,7 +85,10 @@ SHARED_IDS = ["views", "size", "width", "lift", "dual_branch", "dropout", "proto
     [
         (["train.yaml", "demo.yaml"], ["inference.yaml"]),  # the shipped double-view model (inference's default)
         (["train.yaml"], ["inference.yaml", "paper.yaml"]),  # the paper's network (training's default)
-        (["train.yaml", "train_real.yaml", "train_real_single_view.yaml"], ["inference.yaml", "inference_single_view.yaml"]),
+        (
+            ["train.yaml", "train_real.yaml", "train_real_single_view.yaml"],
+            ["inference.yaml", "inference_single_view.yaml"],
+        ),
     ],
 )
 def test_train_and_inference_agree_on_the_model_and_protocol(train_files, infer_files):
@@ -115,15 +117,24 @@ def test_size_and_width_given_once_reach_network_drr_and_writer(files, tmp_path)
     """`--size 64 --width 0.125` set once: the generator is built at 64^3 from 64 x 64 X-rays with
     1/8 widths, the DRRs (of the data route, of the projection consistency) are 64 px with 5 mm
     voxels, and a written reconstruction has 5 mm voxels spanning the protocol's 320 mm."""
-    from monai.data import MetaTensor
-
     from duolift_bundle.networks import DuoLiftGenerator
     from duolift_bundle.transforms.save import SaveReconstructiond, ToReferenceGeometryd
+    from monai.data import MetaTensor
 
-    parser = _parse(files, size=64, width=0.125, output_dir=str(tmp_path), lpips=False, lung_segmenter="classical", vessel_segmenter="frangi")
+    parser = _parse(
+        files,
+        size=64,
+        width=0.125,
+        output_dir=str(tmp_path),
+        lpips=False,
+        lung_segmenter="classical",
+        vessel_segmenter="frangi",
+    )
     net = parser.get_parsed_content("network_def")
     assert (net.volume_size, net.image_size) == (64, 64)
-    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in DuoLiftGenerator(image_size=64, volume_size=64, width=0.125).parameters())
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in DuoLiftGenerator(image_size=64, volume_size=64, width=0.125).parameters()
+    )
     protocol = parser.get_parsed_content("protocol")
     assert (protocol.size, protocol.xray_size, protocol.ct.voxel_mm, protocol.ct.fov_mm) == (64, 64, 5.0, 320.0)
     if "train.yaml" in files:  # the protocol object handed to the data route
@@ -133,7 +144,9 @@ def test_size_and_width_given_once_reach_network_drr_and_writer(files, tmp_path)
     placed = next(t for t in transforms if isinstance(t, ToReferenceGeometryd))
     item = placed({"case": "c", "pred": torch.zeros(1, 64, 64, 64)})
     assert isinstance(item["pred"], MetaTensor)
-    writer = next((t for t in transforms if isinstance(t, SaveReconstructiond)), None) or SaveReconstructiond(output_dir=str(tmp_path))
+    writer = next((t for t in transforms if isinstance(t, SaveReconstructiond)), None) or SaveReconstructiond(
+        output_dir=str(tmp_path)
+    )
     import nibabel as nib
 
     written = writer(item)["written"][0]
@@ -177,14 +190,49 @@ def test_check_overrides_names_the_unknown_key():
 @pytest.mark.parametrize(
     "config, run_id, ids",
     [
-        ("inference.yaml", "inferring", ["network_def", "inferer", "preprocessing", "postprocessing", "dataset", "evaluator", "output_dir", "ckpt_path"]),
-        ("evaluate.yaml", "evaluating", ["network_def", "inferer", "postprocessing", "dataset", "evaluator", "output_dir", "ckpt_path"]),
-        ("train.yaml", "training", ["bundle_root", "device", "dataset_dir", "ckpt_dir", "output_dir", "train#trainer", "train#dataset", "train#handlers", "train#inferer", "validate#evaluator", "validate#handlers"]),
+        (
+            "inference.yaml",
+            "inferring",
+            [
+                "network_def",
+                "inferer",
+                "preprocessing",
+                "postprocessing",
+                "dataset",
+                "evaluator",
+                "output_dir",
+                "ckpt_path",
+            ],
+        ),
+        (
+            "evaluate.yaml",
+            "evaluating",
+            ["network_def", "inferer", "postprocessing", "dataset", "evaluator", "output_dir", "ckpt_path"],
+        ),
+        (
+            "train.yaml",
+            "training",
+            [
+                "bundle_root",
+                "device",
+                "dataset_dir",
+                "ckpt_dir",
+                "output_dir",
+                "train#trainer",
+                "train#dataset",
+                "train#handlers",
+                "train#inferer",
+                "validate#evaluator",
+                "validate#handlers",
+            ],
+        ),
     ],
 )
 def test_bundle_configs_define_the_monai_ids(config, run_id, ids):
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / f) for f in (["inference.yaml"] if config == "evaluate.yaml" else []) + [config]])
+    parser.read_config(
+        [str(ROOT / "configs" / f) for f in (["inference.yaml"] if config == "evaluate.yaml" else []) + [config]]
+    )
     for key in ids + ["initialize", "run", "finalize", run_id]:
         assert key in parser, f"{config} lacks {key}"
     parser.update({"width": 0.0625, "size": 32, "bundle_root": str(ROOT)})
@@ -199,10 +247,22 @@ def test_train_config_reads_x2ct_hdf5_folders(tmp_path):
     from duolift_bundle.geometry import Protocol
 
     make_phantom_set(tmp_path, n=3, size=32, seed=60, progress=False)
-    prepare(str(tmp_path / "raw"), tmp_path, Protocol.build(32, lazy=True), formats=("nifti", "x2ct-h5"), overwrite=True, progress=False)
+    prepare(
+        str(tmp_path / "raw"),
+        tmp_path,
+        Protocol.build(32, lazy=True),
+        formats=("nifti", "x2ct-h5"),
+        overwrite=True,
+        progress=False,
+    )
     (tmp_path / "train.txt").write_text("phantom_0060\nphantom_0061\n")
     (tmp_path / "val.txt").write_text("phantom_0062\n")
-    parser = parse(data_format="x2ct", x2ct_root=str(tmp_path), x2ct_train_names=str(tmp_path / "train.txt"), x2ct_val_names=str(tmp_path / "val.txt"))
+    parser = parse(
+        data_format="x2ct",
+        x2ct_root=str(tmp_path),
+        x2ct_train_names=str(tmp_path / "train.txt"),
+        x2ct_val_names=str(tmp_path / "val.txt"),
+    )
     train, val = parser.get_parsed_content("train#dataset"), parser.get_parsed_content("validate#dataset")
     assert len(train) == 2 and len(val) == 1
     item = train[0]

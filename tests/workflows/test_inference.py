@@ -13,15 +13,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import ROOT, make_small_prepared, write_dicom_xray
 from duolift_bundle.data.inference_case import LoadInferenceCase, inference_items
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
-from duolift_bundle.data.xray_io import XRayInputError, read_radiograph, square_resize
+from duolift_bundle.data.xray_io import XRayInputError, square_resize
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.networks import DuoLiftGenerator, load_generator
-
+from PIL import Image
 
 
 def load_xray(path, size: int = 20, normalize: str = "max") -> np.ndarray:
@@ -70,7 +68,9 @@ def test_square_resize_against_independent_references(shape, size):
         f = s // size
         np.testing.assert_allclose(out, crop.reshape(size, f, size, f).mean(axis=(1, 3)), atol=1e-6)
     else:
-        np.testing.assert_allclose(out, resize(crop, (size, size), order=1, mode="edge", anti_aliasing=False), atol=1e-5)
+        np.testing.assert_allclose(
+            out, resize(crop, (size, size), order=1, mode="edge", anti_aliasing=False), atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("mode, message", [("RGB", "RGB image"), ("I;16", "16-bit image"), ("P", "a P image")])
@@ -81,6 +81,14 @@ def test_png_reader_refuses_colour_and_16_bit(tmp_path, mode, message):
     with pytest.raises(XRayInputError, match=message) as err:
         load_xray(png)
     assert str(png) in str(err.value)
+
+
+@pytest.mark.parametrize("name, content", [("cut.png", b"\x89PNG\r\n\x1a\n cut"), ("text.jpg", b"plain text")])
+def test_png_reader_names_a_file_it_cannot_decode(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(XRayInputError, match="not a readable PNG / JPEG image") as err:
+        load_xray(tmp_path / name)
+    assert str(tmp_path / name) in str(err.value)
 
 
 def test_dicom_monochrome1_is_inverted_and_windowed(tmp_path, gradient):
@@ -100,7 +108,11 @@ def test_dicom_monochrome1_is_inverted_and_windowed(tmp_path, gradient):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"pixel_data": False}, "without pixel data"), ({"frames": 3}, "multi-frame"), ({"modality": "CT"}, "a CT slice, not a radiograph")],
+    [
+        ({"pixel_data": False}, "without pixel data"),
+        ({"frames": 3}, "multi-frame"),
+        ({"modality": "CT"}, "a CT slice, not a radiograph"),
+    ],
 )
 def test_dicom_reader_refuses_non_radiographs(tmp_path, gradient, kwargs, message):
     path = tmp_path / "bad.dcm"
@@ -142,7 +154,9 @@ def test_missing_lateral_view_in_double_view_mode(tmp_path):
     Image.new("L", (8, 8)).save(case / "frontal.png")
     (item,) = inference_items(tmp_path / "in", views=2)  # listed, so that a batch reports it and goes on
     assert item["case"] == "patient1" and "frontal" not in item
-    with pytest.raises(XRayInputError, match=r"patient1: the 2-view model needs frontal and lateral X-rays; no lateral"):
+    with pytest.raises(
+        XRayInputError, match=r"patient1: the 2-view model needs frontal and lateral X-rays; no lateral"
+    ):
         LoadInferenceCase(views=2)(item)
     assert inference_items(tmp_path / "in", views=1)[0]["frontal"].endswith("frontal.png")
 
@@ -163,7 +177,9 @@ def test_side_files_of_a_prepared_set_are_not_cases(tmp_path):
 def test_checkpoint_of_another_configuration(tmp_path):
     ckpt = tmp_path / "model.pt"
     torch.save(DuoLiftGenerator(views=1, image_size=32, volume_size=32, width=1 / 16).state_dict(), ckpt)
-    with pytest.raises(ValueError, match=r"model.pt: checkpoint does not fit this network configuration .* of another shape"):
+    with pytest.raises(
+        ValueError, match=r"model.pt: checkpoint does not fit this network configuration .* of another shape"
+    ):
         load_generator(DuoLiftGenerator(views=2, image_size=32, volume_size=32, width=1 / 16), ckpt)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_generator(DuoLiftGenerator(image_size=32, volume_size=32, width=1 / 16), tmp_path / "none.pt")
@@ -186,6 +202,11 @@ def prepared32(tmp_path_factory) -> Path:
 
 
 EVALUATE = "['configs/inference.yaml','configs/evaluate.yaml']"
+
+
+def small_model_args(model: Path) -> list[str]:
+    """The overrides that run the tiny test model (32^3, width 1/16) instead of a shipped one."""
+    return ["--ckpt_path", str(model), "--size", "32", "--width", "0.0625"]
 
 
 def bundle(run_id: str, config: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -215,7 +236,7 @@ def test_inference_on_a_mixed_folder(prepared32, small_model, tmp_path):
     inputs, out = tmp_path / "in", tmp_path / "out"
     mixed_inputs(prepared32, inputs)
     result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out),
-                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--save_unit", "True")  # fmt: skip
+                    *small_model_args(small_model), "--save_unit", "True")  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())["cases"]
     assert sorted(c["case"] for c in summary) == ["case_dcm", "case_nii", "case_png", "ct_case"]
@@ -227,7 +248,11 @@ def test_inference_on_a_mixed_folder(prepared32, small_model, tmp_path):
         assert -1024.0 <= data.min() and data.max() <= 1476.0
         np.testing.assert_allclose(data, unit.get_fdata() * 2500 - 1024, atol=1e-3)
         assert {"frontal_psnr", "frontal_ssim", "lateral_psnr", "lateral_ssim"} <= set(row)
-        expected = CTProtocol(size=32).affine() if row["kind"] == "xray" else nib.load(prepared32 / "phantom_0040" / "ct.nii.gz").affine
+        expected = (
+            CTProtocol(size=32).affine()
+            if row["kind"] == "xray"
+            else nib.load(prepared32 / "phantom_0040" / "ct.nii.gz").affine
+        )
         np.testing.assert_allclose(hu.affine, expected, atol=1e-4)
     log = result.stdout + result.stderr
     assert "ct_case (ct): wrote" in log and "projection consistency" in log
@@ -265,7 +290,7 @@ def test_a_batch_goes_on_past_a_bad_case(prepared32, small_model, tmp_path):
     out.mkdir()
     stale.write_text('{"old": "x"}')
     result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out),
-                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625")  # fmt: skip
+                    *small_model_args(small_model))  # fmt: skip
     assert result.returncode == 1
     reason = f"XRayInputError: {bad / 'frontal.png'}: a RGB image; X-rays must be greyscale"
     last = result.stderr.strip().splitlines()[-1]
@@ -279,16 +304,26 @@ def test_a_batch_goes_on_past_a_bad_case(prepared32, small_model, tmp_path):
     # a later clean run removes the failure list
     shutil.rmtree(bad)
     again = bundle("inferring", "configs/inference.yaml", "--input_dir", str(inputs), "--output_dir", str(out),
-                   "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--progress", "False")  # fmt: skip
+                   *small_model_args(small_model), "--progress", "False")  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert not stale.exists() and json.loads((out / "summary.json").read_text())["failed"] == {}
 
 
 def test_a_missing_input_folder_is_the_last_line(small_model, tmp_path):
-    result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out"),
-                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625")  # fmt: skip
+    result = bundle(
+        "inferring",
+        "configs/inference.yaml",
+        "--input_dir",
+        str(tmp_path / "nowhere"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        *small_model_args(small_model),
+    )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == f"error: InputNotFoundError: {tmp_path / 'nowhere'}: no such file or folder"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"error: InputNotFoundError: {tmp_path / 'nowhere'}: no such file or folder"
+    )
     assert "Failed to evaluate ConfigExpression" in result.stderr  # MONAI's traceback is kept above it
 
 
@@ -296,7 +331,7 @@ def test_unwritable_output_folder(small_model, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(tmp_path), "--output_dir", str(blocker / "out"),
-                    "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625")  # fmt: skip
+                    *small_model_args(small_model))  # fmt: skip
     assert result.returncode != 0
     assert f"{blocker / 'out'}: output folder is not writable" in result.stderr.strip().splitlines()[-1]
 
@@ -327,11 +362,19 @@ def test_inference_on_the_real_chest_ct(real_ct_dir, tmp_path):
 @pytest.mark.slow
 def test_evaluate_config_on_phantoms(prepared32, small_model, tmp_path):
     out = tmp_path / "eval"
-    common = ["--dataset_dir", str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--offline", "True"]  # fmt: skip
+    common = [
+        "--dataset_dir",
+        str(prepared32),
+        *small_model_args(small_model),
+        "--offline",
+        "True",
+    ]
     result = bundle("evaluating", EVALUATE, *common, "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-4000:]
     rows = (out / "metrics.csv").read_text().strip().splitlines()
-    assert len(rows) == 4 and rows[0].startswith("case,origin,psnr_2d,psnr_3d,ssim_2d,ssim_3d,mae,dice_lung,dice_vessel")
+    assert len(rows) == 4 and rows[0].startswith(
+        "case,origin,psnr_2d,psnr_3d,ssim_2d,ssim_3d,mae,dice_lung,dice_vessel"
+    )
     assert all(r.split(",")[1] == "synthetic" for r in rows[1:])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == 3 and summary["lung_segmenter"].startswith("classical")
@@ -361,11 +404,28 @@ def test_evaluation_reports_real_and_synthetic_apart_and_goes_on_past_a_bad_case
     (data / broken["ct"]).write_bytes(b"not a nifti file")
     (data / "datalist.json").write_text(json.dumps(datalist))
     out = tmp_path / "eval"
-    result = bundle("evaluating", EVALUATE, "--dataset_dir", str(data), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625",
-                    "--offline", "True", "--save_recon", "True", "--output_dir", str(out), "--progress", "False")  # fmt: skip
+    result = bundle(
+        "evaluating",
+        EVALUATE,
+        "--dataset_dir",
+        str(data),
+        *small_model_args(small_model),
+        "--offline",
+        "True",
+        "--save_recon",
+        "True",
+        "--output_dir",
+        str(out),
+        "--progress",
+        "False",
+    )
     assert result.returncode == 1, result.stderr[-4000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: 1 of 3 case(s) failed") and f"{broken['case']}: " in last and broken["ct"].split("/")[-1] in last
+    assert (
+        last.startswith("error: 1 of 3 case(s) failed")
+        and f"{broken['case']}: " in last
+        and broken["ct"].split("/")[-1] in last
+    )
     assert list(json.loads((out / "failed.json").read_text())) == [broken["case"]]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["groups"]["real"]["n_cases"] == 1 and summary["groups"]["synthetic"]["n_cases"] == 1
@@ -373,7 +433,9 @@ def test_evaluation_reports_real_and_synthetic_apart_and_goes_on_past_a_bad_case
     with open(out / "metrics.csv", newline="") as f:
         rows = {r["case"]: r for r in __import__("csv").DictReader(f)}
     assert {c: r["origin"] for c, r in rows.items()} == {real["case"]: "real", phantom["case"]: "synthetic"}
-    assert summary["groups"]["real"]["metrics"]["psnr_3d"]["mean"] == pytest.approx(float(rows[real["case"]]["psnr_3d"]))
+    assert summary["groups"]["real"]["metrics"]["psnr_3d"]["mean"] == pytest.approx(
+        float(rows[real["case"]]["psnr_3d"])
+    )
     table = (out / "table.md").read_text()
     assert "| DuoLift-double-view | real (n = 1) |" in table and "| DuoLift-double-view | synthetic (n = 1) |" in table
     assert f"1 failed case(s), not in the table: {broken['case']}" in table
@@ -381,7 +443,9 @@ def test_evaluation_reports_real_and_synthetic_apart_and_goes_on_past_a_bad_case
     target = nib.load(out / "reconstructions" / phantom["case"] / "target_hu.nii.gz")
     prepared = nib.load(data / phantom["ct"])
     np.testing.assert_allclose(target.get_fdata(), prepared.get_fdata() * 2500.0 - 1024.0, atol=1e-2)
-    np.testing.assert_allclose(target.affine, nib.load(out / "reconstructions" / phantom["case"] / "recon_hu.nii.gz").affine)
+    np.testing.assert_allclose(
+        target.affine, nib.load(out / "reconstructions" / phantom["case"] / "recon_hu.nii.gz").affine
+    )
     np.testing.assert_allclose(target.affine, prepared.affine, atol=1e-4)
 
 
@@ -390,15 +454,41 @@ def test_evaluate_without_weights_lists_every_missing_file(prepared32, small_mod
     TotalSegmentator models) with their folders, and the --offline flag, as the last lines; no
     case is run."""
     env_home, ts_home = tmp_path / "torch", tmp_path / "totalseg"
-    env = {**os.environ, "TORCH_HOME": str(env_home), "DUOLIFT_VGG16_WEIGHTS": "", "DUOLIFT_LUNGMASK_WEIGHTS": "", "TOTALSEG_WEIGHTS_PATH": str(ts_home)}
+    env = {
+        **os.environ,
+        "TORCH_HOME": str(env_home),
+        "DUOLIFT_VGG16_WEIGHTS": "",
+        "DUOLIFT_LUNGMASK_WEIGHTS": "",
+        "TOTALSEG_WEIGHTS_PATH": str(ts_home),
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", EVALUATE, "--dataset_dir",
-         str(prepared32), "--ckpt_path", str(small_model), "--size", "32", "--width", "0.0625", "--output_dir", str(tmp_path / "e")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "evaluating",
+            "--config_file",
+            EVALUATE,
+            "--dataset_dir",
+            str(prepared32),
+            *small_model_args(small_model),
+            "--output_dir",
+            str(tmp_path / "e"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    start = max(i for i, line in enumerate(lines) if line.startswith("error: WeightsNotFoundError: 4 pretrained weights file(s)"))
+    start = max(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("error: WeightsNotFoundError: 4 pretrained weights file(s)")
+    )
     message = "\n".join(lines[start:])
     for name in ("vgg16-397923af.pth", "unet_r231-d5d2fc3d.pth", "Dataset117_*", "Dataset297_*"):
         assert f"{name} not found" in message
@@ -415,16 +505,36 @@ def test_make_figure_script(tmp_path):
     nib.save(nib.Nifti1Image(target, np.eye(4)), tmp_path / "ct.nii.gz")
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        nib.save(nib.Nifti1Image((target * 2500 - 1024).astype(np.float32), np.eye(4)), tmp_path / name / "recon_hu.nii.gz")
+        nib.save(
+            nib.Nifti1Image((target * 2500 - 1024).astype(np.float32), np.eye(4)), tmp_path / name / "recon_hu.nii.gz"
+        )
     script = [sys.executable, str(ROOT / "scripts" / "make_figure.py"), "--target", str(tmp_path / "ct.nii.gz")]
-    one = subprocess.run(script + ["--recon", str(tmp_path / "a" / "recon_hu.nii.gz"), "--out", str(tmp_path / "one.png")], capture_output=True, text=True)
+    one = subprocess.run(
+        script + ["--recon", str(tmp_path / "a" / "recon_hu.nii.gz"), "--out", str(tmp_path / "one.png")],
+        capture_output=True,
+        text=True,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(script + ["--recon", f"[{tmp_path / 'a' / 'recon_hu.nii.gz'},{tmp_path / 'b' / 'recon_hu.nii.gz'}]", "--out", str(tmp_path / "two.png")], capture_output=True, text=True)
+    two = subprocess.run(
+        script
+        + [
+            "--recon",
+            f"[{tmp_path / 'a' / 'recon_hu.nii.gz'},{tmp_path / 'b' / 'recon_hu.nii.gz'}]",
+            "--out",
+            str(tmp_path / "two.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert two.returncode == 0, two.stderr
     w1, w2 = Image.open(tmp_path / "one.png").size[0], Image.open(tmp_path / "two.png").size[0]
     assert w2 / w1 == pytest.approx(5 / 3, rel=0.02)
     nib.save(nib.Nifti1Image(target[:8], np.eye(4)), tmp_path / "small.nii.gz")
-    bad = subprocess.run(script + ["--recon", str(tmp_path / "small.nii.gz"), "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
+    bad = subprocess.run(
+        script + ["--recon", str(tmp_path / "small.nii.gz"), "--out", str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "differs from the target" in bad.stderr
 
 
@@ -432,9 +542,8 @@ def test_make_figure_script(tmp_path):
 def test_the_real_radiograph_through_the_single_view_model(tmp_path):
     """pydicom-data's PA film (PixelSpacing 0, MONOCHROME1): one note about the spacing estimate,
     the quality report, a figure, and lungs where the film's lung fields are."""
-    from scipy import ndimage
-
     from duolift_bundle.data.sample import real_radiograph
+    from scipy import ndimage
 
     try:
         film = real_radiograph()
@@ -444,21 +553,36 @@ def test_the_real_radiograph_through_the_single_view_model(tmp_path):
     case.mkdir(parents=True)
     shutil.copy(film, case / "frontal.dcm")
     out = tmp_path / "out"
-    result = bundle("inferring", "['configs/inference.yaml','configs/inference_single_view.yaml']", "--input_dir", str(case), "--output_dir", str(out), "--progress", "False")
+    result = bundle(
+        "inferring",
+        "['configs/inference.yaml','configs/inference_single_view.yaml']",
+        "--input_dir",
+        str(case),
+        "--output_dir",
+        str(out),
+        "--progress",
+        "False",
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     (row,) = json.loads((out / "summary.json").read_text())["cases"]
     info = row["inputs"]["frontal"]
     assert info["spacing_estimated"] and info["spacing_source"] == "estimate: lung field width"
     assert 0.1 < info["pixel_mm"][0] < 0.3  # a chest film's pixel, not the network's 4.5 mm
-    assert [w for w in row["warnings"] if "no usable pixel size" in w] and (result.stdout + result.stderr).count("estimated") == 1
+    assert [w for w in row["warnings"] if "no usable pixel size" in w] and (result.stdout + result.stderr).count(
+        "estimated"
+    ) == 1
     assert row["frontal_lung_dice"] > 0.7 and row["frontal_body_dice"] > 0.8
-    assert info["histogram_distance"] > 0.16 and [w for w in row["warnings"] if "far from the training DRRs" in w]  # a processed film
+    assert info["histogram_distance"] > 0.16 and [
+        w for w in row["warnings"] if "far from the training DRRs" in w
+    ]  # a processed film
     assert (out / "rg1" / "figure.png").stat().st_size > 20_000
     # independent of the report's segmentation: the reconstruction's air-filled lungs, seen from the
     # front, are two regions, one each side of the midline
     hu = nib.load(out / "rg1" / "recon_hu.nii.gz").get_fdata()
     assert hu.shape == (64, 64, 64)
-    body = np.stack([ndimage.binary_fill_holes(s > -300) for s in hu])  # axial slices (y: anterior -> posterior, x: right -> left)
+    body = np.stack(
+        [ndimage.binary_fill_holes(s > -300) for s in hu]
+    )  # axial slices (y: anterior -> posterior, x: right -> left)
     coronal = ((hu < -500) & body).any(axis=1)  # (z, x): lung air inside the body somewhere along the beam
     labels, n = ndimage.label(ndimage.binary_opening(coronal))
     sizes = ndimage.sum(coronal, labels, range(1, n + 1))

@@ -1,0 +1,3 @@
+from .reconstruction import DuoLiftReconstruction
+
+__all__ = ["DuoLiftReconstruction"]
