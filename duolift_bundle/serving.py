@@ -122,7 +122,7 @@ def _view_of(name: str) -> str | None:
 
 
 def stage_case(image: str | os.PathLike | None, root: str | os.PathLike, case: str = "case") -> Path:
-    """Lay out the input ``image`` (a file, or a folder of the files of one request) as a case
+    """Lay out the input ``image`` (a file, or a folder of the files of one request, nested or not) as a case
     under ``root`` and return the source to give to inference (a case folder's parent, or a CT file).
 
     Raises:
@@ -136,11 +136,13 @@ def stage_case(image: str | os.PathLike | None, root: str | os.PathLike, case: s
             f"{image or '(none)'}: no input reached the reconstruction (an unknown or expired session, or no file sent)"
         )
     image = os.fspath(image)
-    files = (
-        sorted(os.path.join(image, f) for f in os.listdir(image) if os.path.isfile(os.path.join(image, f)))
-        if os.path.isdir(image)
-        else [image]
-    )
+    files = [image]
+    if os.path.isdir(image):  # a session's folder; an uncompressed archive may nest its files
+        files = sorted(os.path.join(top, f) for top, _, names in os.walk(image) for f in names)
+        names = [os.path.basename(f) for f in files]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise MissingViewError(f"{', '.join(twice)}: several files of the request have this name; send one case")
     if not files:
         raise NoInputError(f"{image}: the request holds no file")
     for f in files:

@@ -64,8 +64,8 @@ def test_stage_case_lays_radiographs_out_as_a_case_folder(tmp_path, names, expec
 def test_stage_case_takes_a_3d_volume_or_a_dicom_series_as_a_ct(tmp_path):
     source = stage_case(SAMPLE / "ct.nii.gz", tmp_path / "a")
     assert source == tmp_path / "a" / "case.nii.gz" and source.is_file()
-    write_dicom_series(tmp_path / "series", np.zeros((6, 16, 16), np.int16))
-    source = stage_case(tmp_path / "series", tmp_path / "b")
+    write_dicom_series(tmp_path / "session" / "study" / "series", np.zeros((6, 16, 16), np.int16))
+    source = stage_case(tmp_path / "session", tmp_path / "b")  # nested, as an uncompressed archive
     assert len(list((source / "case").iterdir())) == 6
 
 
@@ -88,6 +88,14 @@ def test_stage_case_refuses_what_it_cannot_lay_out(tmp_path, names, error, statu
         stage_case(folder / names[0] if len(names) == 1 else folder, tmp_path / "in")
     assert info.value.status == status
     assert not (tmp_path / "in").exists()  # nothing staged
+
+
+def test_stage_case_refuses_two_files_of_one_name(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / "session" / sub).mkdir(parents=True)
+        _png(tmp_path / "session" / sub / "frontal.png")
+    with pytest.raises(MissingViewError, match="frontal.png: several files"):
+        stage_case(tmp_path / "session", tmp_path / "in")
 
 
 @pytest.mark.parametrize("image", ["", None, "/no/such/upload.png"])

@@ -90,11 +90,16 @@ def files(tmp_path_factory) -> Path:
 
 
 def _inferring(model: str, case_files: list[Path], tmp_path: Path) -> nib.Nifti1Image:
-    """The same files through `python -m monai.bundle run inferring` (a case folder, the README's way)."""
+    """The same files through `python -m monai.bundle run inferring` (a case folder of radiographs,
+    or a CT file named after the case: the README's layouts)."""
     case = tmp_path / "in" / "case"
     case.mkdir(parents=True)
     for f in case_files:
-        shutil.copyfile(f, case / ("frontal.dcm" if f.name == "film.dcm" else f.name))
+        if f.name == "ct.nii.gz":
+            shutil.copyfile(f, tmp_path / "in" / "case.nii.gz")
+            case.rmdir()
+        else:
+            shutil.copyfile(f, case / ("frontal.dcm" if f.name == "film.dcm" else f.name))
     configs = "[" + ",".join(f"'{c}'" for c in SHIPPED[model]["inference_configs"]) + "]"
     command = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", configs]
     command += ["--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--progress", "False"]
@@ -166,6 +171,16 @@ def test_a_real_single_film_matches_inferring(server, files, tmp_path):
     assert response.status_code == 200, response.text
     reference = _inferring("single_view", [files / "film.dcm"], tmp_path)
     _check_same(response.content, reference, tmp_path)
+
+
+def test_a_ct_is_reconstructed_from_its_drrs_as_by_inferring(server, tmp_path):
+    url, _, _ = server
+    with open(SAMPLE / "ct.nii.gz", "rb") as f:
+        response = requests.post(f"{url}/infer/duolift_double_view", files={"file": ("ct.nii.gz", f)}, timeout=600)
+    assert response.status_code == 200, response.text
+    report, served = _parts(response)
+    assert report["kind"] == "ct" and "frontal_psnr" in report and "lateral_body_dice" in report
+    _check_same(served, _inferring("double_view", [SAMPLE / "ct.nii.gz"], tmp_path), tmp_path)
 
 
 @pytest.mark.parametrize(
