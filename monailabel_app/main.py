@@ -22,6 +22,8 @@ from lib.infers import DuoLiftReconstruction
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
+__all__ = ["DuoLiftApp", "MODELS"]
+
 logger = logging.getLogger(__name__)
 
 #: infer task name -> (shipped model key in docs/shipped_models.json, views, description)
