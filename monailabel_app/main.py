@@ -16,6 +16,7 @@ import logging
 import os
 from typing import Any
 
+import duolift_bundle
 from duolift_bundle.serving import REQUEST_SETTINGS
 from fastapi import HTTPException
 from lib.infers import DuoLiftReconstruction
@@ -26,10 +27,11 @@ __all__ = ["DuoLiftApp", "MODELS"]
 
 logger = logging.getLogger(__name__)
 
-#: infer task name -> (shipped model key in docs/shipped_models.json, views, description)
+#: infer task name -> (shipped model key in docs/shipped_models.json, description); the views
+#: come from the model's configs
 MODELS = {
-    "duolift_double_view": ("double_view", 2, "DuoLift double-view model"),
-    "duolift_single_view": ("single_view", 1, "DuoLift single-view model"),
+    "duolift_double_view": ("double_view", "DuoLift double-view model"),
+    "duolift_single_view": ("single_view", "DuoLift single-view model"),
 }
 #: --conf keys passed on to the bundle's inference config
 CONF_KEYS = ("device",) + REQUEST_SETTINGS
@@ -66,14 +68,8 @@ class DuoLiftApp(MONAILabelApp):
             conf=conf,
             name="DuoLift CT reconstruction",
             description="Chest CT (64^3, HU) from a frontal radiograph or a frontal + lateral pair",
-            version=self._version(),
+            version=duolift_bundle.__version__,
         )
-
-    @staticmethod
-    def _version() -> str:
-        import duolift_bundle
-
-        return duolift_bundle.__version__
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
         """MONAI Label's infer, with a 404 for a model this server does not have (its own answer is a 500)."""
@@ -86,9 +82,9 @@ class DuoLiftApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         tasks: dict[str, InferTask] = {}
-        for name, (key, views, description) in MODELS.items():
+        for name, (key, description) in MODELS.items():
             if key in self.keys:
                 configs = self.shipped[key]["inference_configs"]
-                tasks[name] = DuoLiftReconstruction(self.bundle_root, configs, views, description, self.overrides)
+                tasks[name] = DuoLiftReconstruction(self.bundle_root, configs, description, self.overrides)
                 logger.info("%s: %s with %s", name, self.shipped[key]["file"], configs)
         return tasks

@@ -33,8 +33,8 @@ class DuoLiftReconstruction(InferTask):
 
     Args:
         bundle_root: the bundle's folder.
-        config_files: the model's inference configs (``docs/shipped_models.json``).
-        views: 1 or 2 (the model's).
+        config_files: the model's inference configs (``docs/shipped_models.json``); they say
+            how many views it takes.
         description: shown in MONAI Label's ``/info/``.
         overrides: inference.yaml keys set for every request (from ``--conf``).
     """
@@ -43,13 +43,11 @@ class DuoLiftReconstruction(InferTask):
         self,
         bundle_root: str,
         config_files: Sequence[str],
-        views: int,
         description: str,
         overrides: dict[str, Any] | None = None,
     ) -> None:
         self.reconstructor = Reconstructor(bundle_root, config_files, overrides)
-        if self.reconstructor.views != views:
-            raise ValueError(f"{config_files}: a {self.reconstructor.views}-view model, expected {views} views")
+        views = self.reconstructor.views
         accepts = "a frontal chest radiograph" if views == 1 else "a frontal + lateral pair (one session)"
         super().__init__(
             type=InferType.OTHERS,
