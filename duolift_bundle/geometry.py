@@ -36,6 +36,7 @@ from duolift_bundle.constants import HU_MAX, HU_MIN
 
 __all__ = [
     "grid_affine",
+    "TableRemoval",
     "CTProtocol",
     "DRRGeometry",
     "DRRSettings",
@@ -69,6 +70,29 @@ def grid_affine(size: int, fov_mm: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class TableRemoval:
+    """Settings of the table removal (:mod:`duolift_bundle.transforms.table`); radii and margins in mm.
+
+    Args:
+        threshold_hu: dense tissue is above it (-500).
+        opening_mm: radius of the opening that detaches the table (1 mm).
+        keep_fraction: components of at least this fraction of the largest are body.
+        margin_mm: dense tissue this close to the lungs is the patient's (10 mm).
+        min_lung_ml: smallest enclosed air space taken as lung (100 ml).
+        min_enclosed: fraction of the lungs that must lie inside the body (0.99).
+        max_patient_loss_ml: the most dense tissue near the lungs the removal may take (5 ml).
+    """
+
+    threshold_hu: float = -500.0
+    opening_mm: float = 1.0
+    keep_fraction: float = 0.1
+    margin_mm: float = 10.0
+    min_lung_ml: float = 100.0
+    min_enclosed: float = 0.99
+    max_patient_loss_ml: float = 5.0
+
+
+@dataclass(frozen=True)
 class CTProtocol:
     """The CT side of the 128^3 protocol (``duolift_bundle.transforms.ct_protocol``).
 
@@ -80,7 +104,9 @@ class CTProtocol:
         z_anchor: ``"superior"`` keeps the top ``crop_size`` mm of a longer scan (X2CT's
             ``crop_to_standard``), ``"center"`` centres along z too.
         lazy: fuse the spatial steps with MONAI lazy resampling (faster, within a few HU).
-        remove_table: mask out the CT table (everything outside the body) after the protocol.
+        remove_table: mask out the CT table (everything outside the body) at the 1 mm stage, where
+            the removal is checked against the lungs and refused when it would take patient.
+        table_removal: the :class:`TableRemoval` settings (``--protocol#table_removal#opening_mm``).
     """
 
     size: int = 128
@@ -90,9 +116,12 @@ class CTProtocol:
     z_anchor: str = "superior"
     lazy: bool = False
     remove_table: bool = True
+    table_removal: TableRemoval = field(default_factory=TableRemoval)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hu_window", tuple(float(v) for v in self.hu_window))
+        if isinstance(self.table_removal, Mapping):  # a dict from a config or meta.json
+            object.__setattr__(self, "table_removal", TableRemoval(**self.table_removal))
         if self.z_anchor not in Z_ANCHORS:
             raise ValueError(f"z_anchor must be one of {Z_ANCHORS}, got {self.z_anchor!r}")
         if not (self.spacing > 0 and self.crop_size >= 1 and self.size >= 1):

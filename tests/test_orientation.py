@@ -54,7 +54,8 @@ def test_ball_lands_in_its_octant(tmp_path, layout):
         assert (c > 64) == on_right, f"ball column {c} on the wrong side"
 
 
-def test_lifted_frontal_features_follow_the_same_axes():
+@pytest.mark.parametrize("lift", ["repeat", "backproject"])
+def test_lifted_frontal_features_follow_the_same_axes(lift):
     """The generator's own Lifting modules (both branches) put each view's shadow of the ball at
     the ball's (D, W) / (D, H) position of the volume: both asymmetries agree only in its octant."""
     from duolift_bundle.networks import DuoLiftGenerator
@@ -64,7 +65,7 @@ def test_lifted_frontal_features_follow_the_same_axes():
     ct = torch.from_numpy(np.clip((ph.hu + 1024) / 2500, 0, 1))[None, None].float()
     xray = DRRProjector(views=("frontal", "lateral"))(ct, spacing=(5.0,) * 3)
     xr = torch.nn.functional.interpolate(xray, size=(64, 64), mode="area")
-    net = DuoLiftGenerator(image_size=64, volume_size=64, width=0.0625)
+    net = DuoLiftGenerator(image_size=64, volume_size=64, width=0.0625, lift=lift)
     frontal, lateral = net.image_lifting[0], net.image_lifting[1]  # Branch 2: image -> volume grid
     lifted_f = frontal(xr[:, :1])[0, 0]  # (D, H, W), repeated along H
     lifted_l = lateral(xr[:, 1:])[0, 0]  # (D, H, W), repeated along W
@@ -72,6 +73,8 @@ def test_lifted_frontal_features_follow_the_same_axes():
     product = (lifted_f - lifted_f.flip(-1)) * (lifted_l - lifted_l.flip(1))
     z, y, x = np.unravel_index(int(torch.argmax(product)), product.shape)
     assert z < 32 and y < 32 and x > 32
+    if lift != "repeat":
+        return
     # the feature branch (Branch 1) lifts along the same axes at the feature grid D' / 4
     feat = torch.arange(16.0).reshape(1, 1, 4, 4)
     f_lift, l_lift = net.feature_lifting[0], net.feature_lifting[1]

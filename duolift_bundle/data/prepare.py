@@ -32,6 +32,7 @@ from duolift_bundle.data.splits import SPLITS, assign_splits
 from duolift_bundle.data.x2ct_h5 import X2CT_FILENAME, write_x2ct_h5
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.io_utils import atomic_dir, read_json, write_json
+from duolift_bundle.transforms.table import REPORT_KEY
 
 __all__ = ["prepare_case", "prepare", "write_datalist", "format_summary", "DATALIST_NAME", "FAILED_NAME", "FORMATS"]
 
@@ -103,6 +104,7 @@ def prepare_case(
             "formats": list(formats),
             "drr": protocol.drr.geometry.summary(),
             "lung_volume_ml": float(mask.sum() * protocol.ct.voxel_mm**3 / 1000.0),
+            "table_removal": ct_out.meta.get(REPORT_KEY),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         write_json(tmp / "meta.json", meta)  # written last: its presence marks a complete case
@@ -177,7 +179,9 @@ def prepare(
     """Prepare every case of ``sources`` (a path for :func:`discover_cases` or a list) into ``out``.
 
     Returns a summary ``{"prepared": [...], "already_done": [...], "skipped": [{"path", "reason"}],
-    "failed": {case: reason}, "datalist": path}``; ``skipped`` lists the folders discovery did not
+    "failed": {case: reason}, "warnings": {case: note}, "datalist": path}``; ``warnings`` names the
+    prepared cases whose table removal was refused or unchecked (``meta.json``'s ``table_removal``
+    says why); ``skipped`` lists the folders discovery did not
     take (also written to ``skipped.json``), ``failed`` the cases refused or broken on the way
     (also ``failed.json``; nothing of them is left in ``out``).
     """
@@ -211,10 +215,14 @@ def prepare(
     else:
         pool = mp.get_context("fork").Pool(workers)
         results = pool.imap_unordered(_worker, jobs)
+    warnings: dict[str, str] = {}
     try:
         for case_id, _entry, error in results:
             if error is None:
                 prepared.append(case_id)
+                note = (read_json(out_root / case_id / "meta.json").get(REPORT_KEY) or {}).get("reason")
+                if note:
+                    warnings[case_id] = note
             else:
                 failed[case_id] = error
                 logger.error("case %s failed: %s", case_id, error)
@@ -238,6 +246,7 @@ def prepare(
         "already_done": sorted(already),
         "skipped": skipped_sources,
         "failed": failed,
+        "warnings": warnings,
         "datalist": str(datalist),
     }
 
@@ -251,6 +260,8 @@ def format_summary(summary: dict) -> str:
     ]
     for item in summary["skipped"]:
         lines.append(f"  SKIPPED {item['path']}: {item['reason']}")
+    for case_id, note in sorted(summary.get("warnings", {}).items()):
+        lines.append(f"  WARNING {case_id}: {note}")
     for case_id, reason in sorted(summary["failed"].items()):
         lines.append(f"  FAILED {case_id}: {reason}")
     return "\n".join(lines)

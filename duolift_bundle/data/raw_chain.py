@@ -1,7 +1,7 @@
 """The raw-CT chain, built in one place: CT file -> 128^3 protocol -> DRRs -> lung mask.
 
 ``LoadCTd`` -> (label volumes) -> :func:`~duolift_bundle.transforms.ct_protocol.ct_protocol`
--> :class:`~duolift_bundle.transforms.lung_mask.RemoveTabled` -> :class:`~duolift_bundle.transforms.drr.DRRd`
+(with the table removal at its 1 mm stage) -> :class:`~duolift_bundle.transforms.drr.DRRd`
 -> :class:`~duolift_bundle.transforms.lung_mask.LungMaskd` -> :class:`~duolift_bundle.transforms.contract.CheckContractd`,
 all set by one :class:`~duolift_bundle.geometry.Protocol`. The preparation is this chain plus a
 writer (:mod:`duolift_bundle.data.prepare`); the ``raw`` dataset route of the training configs
@@ -19,7 +19,7 @@ from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.contract import CheckContractd
 from duolift_bundle.transforms.ct_protocol import ct_protocol
 from duolift_bundle.transforms.drr import DRRd
-from duolift_bundle.transforms.lung_mask import LungMaskd, RemoveTabled
+from duolift_bundle.transforms.lung_mask import LungMaskd
 from monai.data import NibabelReader
 from monai.transforms import Compose, LoadImaged
 
@@ -43,8 +43,6 @@ def raw_ct_chain(protocol: Protocol | None = None, views: int = 2, label_keys: S
     if label_keys:
         steps.append(LoadImaged(label_keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True))
     steps.append(ct_protocol(CT_KEY, label_keys, p.ct))
-    if p.ct.remove_table:
-        steps.append(RemoveTabled(CT_KEY, hu_window=p.ct.hu_window))
     steps += [
         DRRd(CT_KEY, XRAY_KEY, views=VIEWS[:views], protocol=p),
         LungMaskd(CT_KEY, LUNG_MASK_KEY, hu_window=p.ct.hu_window),

@@ -232,6 +232,8 @@ class InferenceSummary:
                 "files": merged.get("written", []),
             }
             row.update(merged.get("consistency", {}))
+            if merged.get("refinement"):
+                row["refinement"] = merged["refinement"]
             inputs = json.loads(merged["xray_info"]) if merged.get("xray_info") else {}
             warnings = [f"{view}: {note}" for view, info in inputs.items() for note in info.get("notes", [])]
             warnings += list(merged.get("quality_warnings", []))

@@ -38,6 +38,7 @@ __all__ = [
     "UpsampleType1",
     "UpsampleType2",
     "Lifting",
+    "LIFT_MODES",
     "lift_repeat",
     "check_xray_input",
 ]
@@ -215,39 +216,80 @@ def lift_repeat(x: torch.Tensor, view: int, depth: int) -> torch.Tensor:
     return x.unsqueeze(4).expand(-1, -1, -1, -1, depth)
 
 
+LIFT_MODES = ("repeat", "conv", "backproject")
+
+
 class Lifting(nn.Module):
     """The Lifting module: a 2D map of one view to a 3D map on the volume grid.
 
     ``(B, C, h, w) -> (B, C, h, n, w)`` (frontal) or ``(B, C, h, w, n)`` (lateral), n = ``depth``.
 
-    ``mode="repeat"`` is the paper's lifting (repetition along the ray direction).
+    ``mode="repeat"`` is the paper's lifting (repetition along the ray direction, as if the beam
+    were parallel and the map covered the volume's field).
     ``mode="conv"`` is the ablation of Table 4, row 2 ("replaces the duplication operation in the
     Lifting module with a 2D convolution layer"): a 2D convolution maps the C channels to
     ``C * depth`` channels, which are reshaped to ``depth`` positions along the ray, as X2CT-GAN
     treats feature channels as depth. The kernel is 1x1 for feature maps (a 3x3 kernel from 512 to
     512 * 32 channels would add 75 M parameters) and 3x3 for single-channel images (a 1x1
     convolution of one channel would only scale it, i.e. repeat it again).
+    ``mode="backproject"`` places the map along the rays of the DRR geometry (not in the paper):
+    the map is read as the view's detector image and each plane across the rays receives it
+    through the normalised adjoint of the projector's sampling of that plane
+    (:func:`duolift_bundle.transforms.drr.lift_matrices`), so a feature lands where the projector
+    took it from, magnified by the cone beam (1.35 to 2.49 across X2CT's 320 mm field); voxels no
+    ray reaches get 0. Needs ``geometry`` and ``fov_mm`` (the protocol's); the matrices are
+    derived buffers, not saved in checkpoints. ``h = w = depth`` (a cube).
     """
 
-    def __init__(self, channels: int, depth: int, view: int, mode: str = "repeat", kernel_size: int = 1) -> None:
+    def __init__(
+        self,
+        channels: int,
+        depth: int,
+        view: int,
+        mode: str = "repeat",
+        kernel_size: int = 1,
+        geometry: object | None = None,
+        fov_mm: float | None = None,
+        flip_frontal: bool = False,
+    ) -> None:
         super().__init__()
-        if mode not in ("repeat", "conv"):
-            raise ValueError(f"Lifting mode must be 'repeat' or 'conv', got {mode!r}")
+        if mode not in LIFT_MODES:
+            raise ValueError(f"Lifting mode must be one of {LIFT_MODES}, got {mode!r}")
         if view not in (0, 1):
             raise ValueError(f"view must be 0 (frontal) or 1 (lateral), got {view}")
         self.mode = mode
         self.view = view
         self.depth = depth
         self.channels = channels
+        self.flip = bool(flip_frontal) and view == 0
         self.conv = (
             nn.Conv2d(channels, channels * depth, kernel_size, padding=kernel_size // 2)
             if mode == "conv"
             else nn.Identity()
         )
+        rows = cols = torch.empty(0)
+        if mode == "backproject":
+            if geometry is None or fov_mm is None:
+                raise ValueError("Lifting(mode='backproject') needs the DRR geometry and the field of view (fov_mm)")
+            from duolift_bundle.transforms.drr import lift_matrices  # the projector's own geometry
+
+            rows, cols = lift_matrices(geometry, ("frontal", "lateral")[view], depth, float(fov_mm), depth)
+        self.register_buffer("rows", rows, persistent=False)  # (K, n, h): B_rows of lift_matrices
+        self.register_buffer("cols", cols, persistent=False)  # (K, n, w): B_cols
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "repeat":
             return lift_repeat(x, self.view, self.depth)
+        if self.mode == "backproject":
+            if self.flip:  # the frontal input was mirrored by the projector (X2CT's PA flip)
+                x = torch.flip(x, dims=[3])
+            rows = self.rows.to(x.dtype)
+            cols = self.cols.to(x.dtype)
+            # plane k = B_rows[k] @ X @ B_cols[k]^T, for every plane k along the view's rays
+            t = torch.einsum("kri,bcij->bckrj", rows, x)
+            if self.view == 0:
+                return torch.einsum("bckrj,kqj->bcrkq", t, cols)  # (B, C, D, H=K, W)
+            return torch.einsum("bckrj,kqj->bcrqk", t, cols)  # (B, C, D, H, W=K)
         b, _, h, w = x.shape
         y = self.conv(x).reshape(b, self.channels, self.depth, h, w)
         if self.view == 0:

@@ -39,6 +39,10 @@ Choices where the paper is silent (and why):
 
 Ablations (Table 4): ``lift="conv"`` replaces repetition by a 2D convolution in both branches
 (:class:`~.blocks.Lifting`); ``dual_branch=False`` drops branch 2 (F_u then has 192 channels).
+
+Geometry (not in the paper): ``lift="backproject"`` places every lifted map (F^2D of both views
+in branch 1, the X-rays in branch 2) along the rays of the DRR geometry of ``protocol`` instead of
+repeating it, so that a feature lands where the projector took it from.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from duolift_bundle.geometry import Protocol
 from duolift_bundle.networks.blocks import (
     ACT_3D,
+    LIFT_MODES,
     NORM_3D,
     Lifting,
     ResBlock3D,
@@ -100,13 +106,16 @@ class DuoLiftGenerator(nn.Module):
         unetpp_features, unet_features: MONAI ``features`` of the U-Net++ and the U-Net.
         unetpp_out_channels: channels of each U-Net++ head (the U-Net's input channels).
         dropout: dropout probability on F_u (0.25).
-        lift: "repeat" (paper) or "conv" (Table 4 ablation).
+        lift: "repeat" (paper), "conv" (Table 4 ablation) or "backproject" (along the DRR rays of
+            ``protocol``).
         dual_branch: False drops branch 2 (Table 4 ablation).
         share_encoder: one ResNet-34 for both views instead of one per view.
         channels_last: keep 3D weights and feature maps in ``torch.channels_last_3d`` layout.
             On CPU, oneDNN then convolves without copying each input into its blocked layout:
             at 128^3 this removes a 1.9 GB copy of F_u and runs the 3D convolutions ~25% faster
             (``scripts/benchmark.py``). Values are identical; only strides differ.
+        protocol: the :class:`~duolift_bundle.geometry.Protocol` whose DRR geometry and field of
+            view the ``backproject`` lift follows (X2CT's by default); unused by the other lifts.
 
     Forward: ``(B, V, image_size, image_size)`` in [0, 1] -> ``(B, 1, D', D', D')`` in [0, 1].
     """
@@ -130,6 +139,7 @@ class DuoLiftGenerator(nn.Module):
         dual_branch: bool = True,
         share_encoder: bool = False,
         channels_last: bool = True,
+        protocol: Optional[Protocol] = None,
     ) -> None:
         super().__init__()
         if views not in (1, 2):
@@ -140,8 +150,8 @@ class DuoLiftGenerator(nn.Module):
             raise ValueError(
                 f"volume_size must be a positive multiple of 16 (U-Net++ has four 2x poolings), got {volume_size}"
             )
-        if lift not in ("repeat", "conv"):
-            raise ValueError(f"lift must be 'repeat' or 'conv', got {lift!r}")
+        if lift not in LIFT_MODES:
+            raise ValueError(f"lift must be one of {LIFT_MODES}, got {lift!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
@@ -171,8 +181,14 @@ class DuoLiftGenerator(nn.Module):
         # Branch 1: 2D encoders and feature lifting.
         n_enc = 1 if share_encoder else views
         self.encoders = nn.ModuleList([ResNet34Encoder2D(1, enc, tuple(encoder_blocks)) for _ in range(n_enc)])
+        protocol = protocol or Protocol()
+        rays = {
+            "geometry": protocol.drr.geometry,
+            "fov_mm": protocol.ct.fov_mm,
+            "flip_frontal": protocol.drr.flip_frontal,
+        }
         self.feature_lifting = nn.ModuleList(
-            [Lifting(enc[-1], self.feature_size, v, mode=lift, kernel_size=1) for v in range(views)]
+            [Lifting(enc[-1], self.feature_size, v, mode=lift, kernel_size=1, **rays) for v in range(views)]
         )
         f_b = enc[-1] * views
         self.resblock1 = ResBlock3D(f_b, b1[0])
@@ -185,7 +201,7 @@ class DuoLiftGenerator(nn.Module):
 
         # Branch 2: image lifting and one ResNet block.
         self.image_lifting = nn.ModuleList(
-            [Lifting(1, volume_size, v, mode=lift, kernel_size=3) for v in range(views)] if dual_branch else []
+            [Lifting(1, volume_size, v, mode=lift, kernel_size=3, **rays) for v in range(views)] if dual_branch else []
         )
         self.image_block = ResBlock3D(views, img_ch) if dual_branch else nn.Identity()
 

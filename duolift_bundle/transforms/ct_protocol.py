@@ -12,6 +12,9 @@ Steps, for the CT key (and, with nearest-neighbour interpolation, for any label 
    keeps the top ``crop_size`` mm when the scan is longer (the lung apices are kept, as X2CT's
    ``crop_to_standard`` kept the last - most superior - slices) and pads symmetrically when it is
    shorter; ``z_anchor="center"`` centres along z too.
+5b. With ``remove_table`` (default), the table is removed here, at 1 mm, where a thin chest wall
+   is still resolved (:class:`~duolift_bundle.transforms.table.RemoveTabled`: checked against
+   the lungs, refused with a reason in the CT's meta data when it would take patient).
 6. Resize to ``size``^3 (128, i.e. 2.5 mm voxels), trilinear (X2CT: "linearly interpolated").
 
 The affine is tracked by MONAI through every step, so a saved volume lands at the right place in
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 
 from duolift_bundle.constants import AIR_HU, AXIS_LABELS, VOLUME_AXCODES
 from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.transforms.table import RemoveTabled
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -71,9 +75,9 @@ def ct_protocol(
     ]
     if p.z_anchor == "superior":
         steps.append(SpatialCropd(all_keys, roi_slices=[slice(0, p.crop_size), slice(None), slice(None)]))
-    steps += [
-        ResizeWithPadOrCropd(all_keys, spatial_size=p.crop_size, mode="constant", value=0),
-        Resized(all_keys, spatial_size=(p.size,) * 3, mode=resize_modes),
-    ]
+    steps.append(ResizeWithPadOrCropd(all_keys, spatial_size=p.crop_size, mode="constant", value=0))
+    if p.remove_table:
+        steps.append(RemoveTabled(keys, hu_window=p.hu_window, settings=p.table_removal, spacing=(p.spacing,) * 3))
+    steps.append(Resized(all_keys, spatial_size=(p.size,) * 3, mode=resize_modes))
     overrides = {k: {"mode": m, "padding_mode": "zeros"} for k, m in zip(all_keys, interp)}
     return Compose(steps, lazy=p.lazy, overrides=overrides if p.lazy else None)

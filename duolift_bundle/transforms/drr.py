@@ -25,8 +25,11 @@ sampled there bilinearly and the samples are summed with the path length per pla
 ``spacing * |ray| / SID``. Because the crossing points of one plane form a separable grid,
 bilinear sampling of plane k is ``A_rows[k] @ plane_k @ A_cols[k]^T`` with sparse "hat"
 interpolation matrices, so the whole projection is two dense matrix products (fast on CPU BLAS
-and GPU, and differentiable w.r.t. the volume). Attenuation: ``mu = mu_water * (1 + HU / 1000)``,
-clipped at 0; the line integral is in units of mu * mm (dimensionless).
+and GPU, and differentiable w.r.t. the volume). Its adjoint, :func:`back_project`, applies the
+transposed matrices plane by plane; :func:`lift_matrices` normalises them into the generator's
+back-projection lift (one geometry for the projector, the lift and the refinement). Attenuation:
+``mu = mu_water * (1 + HU / 1000)``, clipped at 0; the line integral is in units of mu * mm
+(dimensionless).
 """
 
 from __future__ import annotations
@@ -41,7 +44,16 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-__all__ = ["DRRGeometry", "hu_to_mu", "line_integrals", "DRRProjector", "DRRd", "MU_WATER"]
+__all__ = [
+    "DRRGeometry",
+    "hu_to_mu",
+    "line_integrals",
+    "back_project",
+    "lift_matrices",
+    "DRRProjector",
+    "DRRd",
+    "MU_WATER",
+]
 
 
 def hu_to_mu(hu: torch.Tensor, mu_water: float = MU_WATER) -> torch.Tensor:
@@ -64,29 +76,71 @@ def _hat_matrix(pos: torch.Tensor, n: int) -> torch.Tensor:
     return torch.clamp(1.0 - (pos[..., None] - idx).abs(), min=0.0)
 
 
-def _plane_geometry(
-    geometry: DRRGeometry, n_planes: int, plane_spacing: float, source_sign: float, device, dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Magnification of each plane and the detector coordinates.
+def _view_axes(view: str, geometry: DRRGeometry) -> tuple[tuple[int, int, int], float]:
+    """The permutation ``(plane, row, col)`` of the volume axes ``(D, H, W)`` for ``view`` and the
+    side of the source along the plane axis (+1: the positive side)."""
+    if view == "frontal":
+        # planes along H (anterior -> posterior); the posterior side is +H; rows D, columns W
+        return (1, 0, 2), (1.0 if geometry.frontal_source == "posterior" else -1.0)
+    if view == "lateral":
+        # planes along W (right -> left); the patient's left side is +W; rows D, columns H
+        return (2, 0, 1), (-1.0 if geometry.lateral_source == "right" else 1.0)
+    raise ValueError(f"Unknown DRR view {view!r}; expected one of {VIEWS}")
 
-    ``source_sign`` = +1 when the source lies on the positive side of the plane axis.
-    Returns ``(mag (K,), det (P,))`` with detector pixel centres in mm.
+
+def _ray_matrices(
+    geometry: DRRGeometry,
+    view: str,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    pixels: int,
+    pixel_mm: float,
+    device=None,
+    dtype=torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-plane sampling matrices of a ``pixels`` x ``pixels`` detector of pitch ``pixel_mm``.
+
+    Args:
+        shape, spacing: the volume grid ``(D, H, W)`` and its voxel size in mm.
+
+    Returns:
+        ``(A_rows (K, P, R), A_cols (K, P, C))``: the hat weights with which detector row / column
+        p samples the rows / columns of plane k (K planes along the view's ray axis).
     """
+    (ak, ar, ac), sign = _view_axes(view, geometry)
+    n_planes, n_rows, n_cols = int(shape[ak]), int(shape[ar]), int(shape[ac])
     k = torch.arange(n_planes, dtype=dtype, device=device)
-    plane_pos = (k - (n_planes - 1) / 2.0) * plane_spacing
-    p = geometry.detector_pixels
-    det = (torch.arange(p, dtype=dtype, device=device) - (p - 1) / 2.0) * geometry.pixel_size
+    plane_pos = (k - (n_planes - 1) / 2.0) * float(spacing[ak])
+    det = (torch.arange(pixels, dtype=dtype, device=device) - (pixels - 1) / 2.0) * pixel_mm
     if geometry.sad is None:
         mag = torch.ones_like(plane_pos)
     else:
-        mag = (geometry.sad - source_sign * plane_pos) / geometry.sid
-    return mag, det
+        # distance of plane k from the source over the SID: detector mm -> plane mm
+        mag = (geometry.sad - sign * plane_pos) / geometry.sid
+    # crossing points of every ray with every plane, in voxel-index units
+    row_pos = mag[:, None] * det[None, :] / float(spacing[ar]) + (n_rows - 1) / 2.0  # (K, P)
+    col_pos = mag[:, None] * det[None, :] / float(spacing[ac]) + (n_cols - 1) / 2.0  # (K, P)
+    return _hat_matrix(row_pos, n_rows), _hat_matrix(col_pos, n_cols)
+
+
+def _path_lengths(geometry: DRRGeometry, plane_mm: float, device, dtype) -> torch.Tensor:
+    """``(P, P)`` path length per plane crossing, ``plane_mm * |ray| / SID`` (parallel: ``plane_mm``)."""
+    p = geometry.detector_pixels
+    if geometry.sad is None:
+        return torch.full((p, p), plane_mm, dtype=dtype, device=device)
+    det = (torch.arange(p, dtype=dtype, device=device) - (p - 1) / 2.0) * geometry.pixel_size
+    return plane_mm * torch.sqrt(geometry.sid**2 + det[:, None] ** 2 + det[None, :] ** 2) / geometry.sid
+
+
+def _check_volume(mu: torch.Tensor, name: str) -> None:
+    if mu.ndim != 5 or mu.shape[1] != 1:
+        raise ValueError(f"{name} expects a (B, 1, D, H, W) volume, got shape {tuple(mu.shape)}")
 
 
 def line_integrals(
     mu: torch.Tensor, spacing: Sequence[float], view: str, geometry: DRRGeometry | None = None
 ) -> torch.Tensor:
-    """Ray sums through an attenuation volume at detector resolution.
+    """Ray sums through an attenuation volume at detector resolution (the operator A).
 
     Args:
         mu: ``(B, 1, D, H, W)`` linear attenuation in 1/mm (the bundle's axis convention).
@@ -98,41 +152,79 @@ def line_integrals(
         ``(B, P, P)`` line integrals (mu * mm), ``P = geometry.detector_pixels``.
     """
     geometry = geometry or DRRGeometry()
-    if mu.ndim != 5 or mu.shape[1] != 1:
-        raise ValueError(f"line_integrals expects a (B, 1, D, H, W) volume, got shape {tuple(mu.shape)}")
-    s_d, s_h, s_w = (float(s) for s in spacing)
-    vol = mu[:, 0]
-    if view == "frontal":
-        # planes along H (anterior -> posterior); the posterior side is +H.
-        planes = vol.permute(0, 2, 1, 3)  # (B, H, D, W)
-        sign = 1.0 if geometry.frontal_source == "posterior" else -1.0
-        plane_spacing, row_spacing, col_spacing = s_h, s_d, s_w
-    elif view == "lateral":
-        # planes along W (right -> left); the patient's left side is +W.
-        planes = vol.permute(0, 3, 1, 2)  # (B, W, D, H)
-        sign = -1.0 if geometry.lateral_source == "right" else 1.0
-        plane_spacing, row_spacing, col_spacing = s_w, s_d, s_h
-    else:
-        raise ValueError(f"Unknown DRR view {view!r}; expected one of {VIEWS}")
-    b, k, n_rows, n_cols = planes.shape
-    dtype = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
-    planes = planes.to(dtype)
-    mag, det = _plane_geometry(geometry, k, plane_spacing, sign, planes.device, dtype)
-    # crossing points of every ray with every plane, in voxel-index units
-    row_pos = mag[:, None] * det[None, :] / row_spacing + (n_rows - 1) / 2.0  # (K, P)
-    col_pos = mag[:, None] * det[None, :] / col_spacing + (n_cols - 1) / 2.0  # (K, P)
-    a_rows = _hat_matrix(row_pos, n_rows)  # (K, P, R)
-    a_cols = _hat_matrix(col_pos, n_cols)  # (K, P, C)
-    p = det.shape[0]
+    _check_volume(mu, "line_integrals")
+    (ak, ar, ac), _ = _view_axes(view, geometry)
+    dtype = mu.dtype if mu.dtype in (torch.float32, torch.float64) else torch.float32
+    planes = mu[:, 0].to(dtype).permute(0, ak + 1, ar + 1, ac + 1)  # (B, K, R, C)
+    b, k, _, n_cols = planes.shape
+    a_rows, a_cols = _ray_matrices(
+        geometry, view, mu.shape[2:], spacing, geometry.detector_pixels, geometry.pixel_size, planes.device, dtype
+    )
+    p = geometry.detector_pixels
     # U_k = A_rows[k] @ plane_k  -> (B, K, P, C); then sum_k U_k @ A_cols[k]^T as ONE matmul
     u = torch.matmul(a_rows, planes)
     u = u.permute(0, 2, 1, 3).reshape(b, p, k * n_cols)  # (B, P, K*C)
     out = torch.matmul(u, a_cols.transpose(1, 2).reshape(k * n_cols, p))  # (B, P, P)
-    if geometry.sad is None:
-        path = torch.full((p, p), plane_spacing, dtype=dtype, device=planes.device)
-    else:
-        path = plane_spacing * torch.sqrt(geometry.sid**2 + det[:, None] ** 2 + det[None, :] ** 2) / geometry.sid
-    return out * path
+    return out * _path_lengths(geometry, float(spacing[ak]), planes.device, dtype)
+
+
+def back_project(
+    images: torch.Tensor,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    view: str,
+    geometry: DRRGeometry | None = None,
+) -> torch.Tensor:
+    """The adjoint of :func:`line_integrals` (A^T): detector images smeared back along their rays.
+
+    ``<line_integrals(x), y> = <x, back_project(y)>`` for every volume x and image y.
+
+    Args:
+        images: ``(B, P, P)`` detector images, ``P = geometry.detector_pixels``.
+        shape: the volume grid ``(D, H, W)``; spacing: its voxel size in mm.
+
+    Returns:
+        ``(B, 1, D, H, W)``.
+    """
+    geometry = geometry or DRRGeometry()
+    p = geometry.detector_pixels
+    if images.ndim != 3 or tuple(images.shape[1:]) != (p, p):
+        raise ValueError(f"back_project expects (B, {p}, {p}) detector images, got shape {tuple(images.shape)}")
+    (ak, ar, ac), _ = _view_axes(view, geometry)
+    dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    y = images.to(dtype) * _path_lengths(geometry, float(spacing[ak]), images.device, dtype)
+    a_rows, a_cols = _ray_matrices(geometry, view, shape, spacing, p, geometry.pixel_size, images.device, dtype)
+    # plane_k = A_rows[k]^T @ Y @ A_cols[k]  -> (B, K, R, C)
+    planes = torch.matmul(torch.matmul(a_rows.transpose(1, 2).unsqueeze(0), y.unsqueeze(1)), a_cols.unsqueeze(0))
+    inverse = [0, 0, 0]
+    for i, axis in enumerate((ak, ar, ac)):
+        inverse[axis] = i + 1
+    return planes.permute(0, *inverse).unsqueeze(1)
+
+
+def lift_matrices(
+    geometry: DRRGeometry, view: str, grid: int, fov_mm: float, map_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The back-projection lift of a ``map_size``^2 map of one view onto a ``grid``^3 volume.
+
+    The map is read as the view's detector image at ``map_size`` pixels (pitch
+    ``detector_size / map_size``, the projector's area resampling). The adjoint's weights of plane
+    k, ``A_rows[k]^T`` and ``A_cols[k]^T``, are normalised so that each voxel receives a weighted
+    mean of the detector pixels whose rays cross it (interpolation where the pixels are sparse,
+    area averaging where they are dense); a voxel no ray reaches receives 0.
+
+    Returns:
+        ``(B_rows (K, R, map_size), B_cols (K, C, map_size))`` with R = C = K = ``grid``: the lifted
+        plane k of a map Y is ``B_rows[k] @ Y @ B_cols[k]^T``.
+    """
+    spacing = (fov_mm / grid,) * 3
+    a_rows, a_cols = _ray_matrices(geometry, view, (grid,) * 3, spacing, map_size, geometry.detector_size / map_size)
+
+    def normalised(a: torch.Tensor) -> torch.Tensor:
+        at = a.transpose(1, 2)  # (K, n, P)
+        return at / at.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    return normalised(a_rows), normalised(a_cols)
 
 
 class DRRProjector(torch.nn.Module):

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
+from duolift_bundle.constants import HU_MAX, HU_MIN, unit_to_hu
 from duolift_bundle.geometry import CTProtocol
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -36,14 +36,16 @@ __all__ = [
     "body_mask",
     "classical_lung_mask",
     "LungMaskd",
-    "RemoveTabled",
+    "ball",
+    "fill_holes_per_slice",
 ]
 
 #: Voxel spacing of a protocol volume at the paper's 128^3 (2.5 mm), the default of the masks.
 _PROTOCOL_SPACING: tuple[float, float, float] = (CTProtocol().voxel_mm,) * 3
 
 
-def _ball(radius: int) -> np.ndarray:
+def ball(radius: int) -> np.ndarray:
+    """A voxel ball of ``radius`` voxels (a scipy.ndimage structuring element)."""
     r = int(radius)
     zz, yy, xx = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1]
     return (zz**2 + yy**2 + xx**2) <= r * r + 0.5
@@ -67,11 +69,23 @@ def kmeans_threshold(values: np.ndarray, iterations: int = 50) -> float:
     return t
 
 
-def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    out = np.empty_like(mask)
-    for i in range(mask.shape[0]):
-        out[i] = ndi.binary_fill_holes(mask[i])
-    return out
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` of every axial slice (axis 0) of a ``(D, H, W)`` mask.
+
+    One 3D labelling of the background with an in-slice (4-connected) structure instead of a
+    Python loop over slices: the background components that touch a slice's border are outside,
+    everything else is filled (the same result, several times faster on a 320^3 volume)."""
+    mask = np.asarray(mask, dtype=bool)
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndi.generate_binary_structure(2, 1)
+    labels, n = ndi.label(~mask, structure=structure)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, dtype=bool)
+    for face in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        outside[np.unique(face)] = True
+    outside[0] = False
+    return ~outside[labels]
 
 
 def body_mask(
@@ -82,7 +96,7 @@ def body_mask(
     (lungs included). Returns bool ``(D, H, W)``."""
     dense = hu > threshold
     if opening_radius > 0:
-        dense = ndi.binary_opening(dense, structure=_ball(opening_radius))
+        dense = ndi.binary_opening(dense, structure=ball(opening_radius))
     labels, n = ndi.label(dense)
     if n == 0:
         return np.zeros_like(dense, dtype=bool)
@@ -90,7 +104,7 @@ def body_mask(
     sizes[0] = 0
     # the trunk plus any part at least `keep_fraction` of it (arms held beside the body)
     body = np.isin(labels, np.flatnonzero(sizes >= keep_fraction * sizes.max()))
-    return _fill_holes_per_slice(body)
+    return fill_holes_per_slice(body)
 
 
 def classical_lung_mask(
@@ -123,7 +137,7 @@ def classical_lung_mask(
     threshold = float(np.clip(kmeans_threshold(crop), -900.0, -150.0))
     air = (hu < threshold) & body_mask(hu)
     if opening_radius > 0:
-        air = ndi.binary_opening(air, structure=_ball(opening_radius))
+        air = ndi.binary_opening(air, structure=ball(opening_radius))
     labels, n = ndi.label(air)
     if n == 0:
         return np.zeros(hu.shape, dtype=np.uint8)
@@ -141,8 +155,8 @@ def classical_lung_mask(
     lungs = np.isin(labels, largest)
     if closing_radius > 0:
         pad = closing_radius
-        lungs = ndi.binary_closing(np.pad(lungs, pad), structure=_ball(closing_radius))[pad:-pad, pad:-pad, pad:-pad]
-    return _fill_holes_per_slice(lungs).astype(np.uint8)
+        lungs = ndi.binary_closing(np.pad(lungs, pad), structure=ball(closing_radius))[pad:-pad, pad:-pad, pad:-pad]
+    return fill_holes_per_slice(lungs).astype(np.uint8)
 
 
 def _hu_of(img: torch.Tensor | np.ndarray, input_range: str, hu_window: Sequence[float]) -> np.ndarray:
@@ -200,41 +214,4 @@ class LungMaskd(MapTransform):
                     out, affine=img.affine.clone(), meta={k: v for k, v in img.meta.items() if k != "affine"}
                 )
             d[self.output_key] = out
-        return d
-
-
-class RemoveTabled(MapTransform):
-    """Set everything outside the body (CT table, blankets, tubes) to air.
-
-    X2CT-GAN stripped the bed with a body mask before projecting; without this the table shows in
-    the lateral DRR. Works on the [0, 1] contract volume (``input_range="unit"``) or on HU.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = "ct",
-        input_range: str = "unit",
-        hu_window: Sequence[float] = (HU_MIN, HU_MAX),
-        threshold: float = -500.0,
-        opening_radius: int = 2,
-        dilation: int = 1,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.input_range = input_range
-        self.hu_window = tuple(hu_window)
-        self.threshold = threshold
-        self.opening_radius = opening_radius
-        self.dilation = dilation
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        air = float(hu_to_unit(AIR_HU, *self.hu_window)) if self.input_range == "unit" else AIR_HU
-        for key in self.key_iterator(d):
-            img = d[key]
-            body = body_mask(_hu_of(img[0], self.input_range, self.hu_window), self.threshold, self.opening_radius)
-            if self.dilation > 0:
-                body = ndi.binary_dilation(body, structure=_ball(self.dilation))
-            keep = torch.from_numpy(body[None]).to(img.device)
-            d[key] = torch.where(keep, img, torch.as_tensor(air, dtype=img.dtype, device=img.device))
         return d

@@ -46,6 +46,8 @@ def paper_shapes(views: int, size: int, dual_branch: bool, image_size: int = 128
         (1, 128, "repeat", True),  # DuoLift, single view (paper)
         (2, 128, "conv", True),  # Table 4, row 2
         (2, 128, "repeat", False),  # Table 4, row 3
+        (2, 128, "backproject", True),  # along the DRR rays (issue 23)
+        (1, 128, "backproject", True),
         (2, 64, "repeat", True),
         (2, 256, "repeat", True),
     ],
@@ -75,7 +77,10 @@ def test_paper_parameter_counts():
     assert double.fu_channels == 224
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"views": 1}, {"lift": "conv"}, {"dual_branch": False}, {"volume_size": 64}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"views": 1}, {"lift": "conv"}, {"lift": "backproject"}, {"dual_branch": False}, {"volume_size": 64}],
+)
 def test_small_forward_backward_every_parameter_learns(kwargs):
     torch.manual_seed(0)
     net = DuoLiftGenerator(**{**SMALL, **kwargs})
@@ -157,6 +162,30 @@ def test_lifted_drrs_intersect_at_the_ball(phantom_ball):
     # centroid of the top of the product (a voxelised ball has a flat top: argmax would pick its edge)
     peak = torch.nonzero(both >= 0.9 * both.max()).float().mean(0)
     assert torch.all((peak - torch.tensor(centre)).abs() <= 1.0), (peak, centre)
+
+
+@pytest.mark.parametrize("lift, lands", [("backproject", True), ("repeat", False)])
+def test_cone_beam_drrs_meet_at_the_ball_only_when_lifted_along_the_rays(lift, lands):
+    """X2CT's cone beam: the two DRRs of a ball near the posterior, right, superior corner
+    (magnification ~2.1 in both views, ~100 mm off both central rays), lifted along the
+    projector's rays, meet at the ball; repeated as if the beam were parallel (the paper's
+    lifting, right only near the isocentre's magnification of 1.75), they meet voxels away."""
+    from duolift_bundle.geometry import Protocol
+    from duolift_bundle.transforms.drr import DRRProjector
+
+    protocol = Protocol.build(size=64)
+    idx = torch.arange(64, dtype=torch.float32)
+    z, y, x = torch.meshgrid(idx, idx, idx, indexing="ij")
+    centre = torch.tensor([14.0, 50.0, 14.0])  # D superior, H posterior, W patient right
+    ball = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 9.0
+    vol = torch.where(ball, 1000.0, -1024.0)[None, None]
+    xray = DRRProjector.from_protocol(protocol, input_range="hu")(vol)
+    rays = {"geometry": protocol.drr.geometry, "fov_mm": protocol.ct.fov_mm}
+    lifted = [Lifting(1, 64, v, mode=lift, **rays)(xray[:, v : v + 1])[0, 0] for v in range(2)]
+    both = lifted[0] * lifted[1]
+    peak = torch.nonzero(both >= 0.9 * both.max()).float().mean(0)
+    error = float((peak - centre).abs().max())
+    assert (error <= 1.0) if lands else (error > 4.0), (lift, peak.tolist(), centre.tolist())
 
 
 @pytest.fixture(scope="module")

@@ -275,6 +275,23 @@ def test_inference_runs_from_another_working_directory(prepared32, small_model, 
     assert not list(elsewhere.iterdir())
 
 
+def test_refinement_from_the_inference_config(prepared32, small_model, tmp_path):
+    """--refine_steps / --refine_weight: the summary records the views' PSNR before and after the
+    refinement, and the consistency report (after) agrees with it."""
+    case = sorted(p for p in prepared32.iterdir() if p.name.startswith("phantom"))[0]
+    out = tmp_path / "out"
+    result = bundle("inferring", "configs/inference.yaml", "--input_dir", str(case), "--output_dir", str(out),
+                    *small_model_args(small_model), "--refine_steps", "15", "--refine_weight", "0.1",
+                    "--save_figure", "False")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    (row,) = json.loads((out / "summary.json").read_text())["cases"]
+    record = row["refinement"]
+    assert record["steps"] == 15 and record["weight"] == 0.1 and record["seconds"] > 0
+    for view in ("frontal", "lateral"):
+        assert record[f"{view}_psnr_after"] > record[f"{view}_psnr_before"]
+        assert row[f"{view}_psnr"] == pytest.approx(record[f"{view}_psnr_after"], abs=0.05)
+
+
 def test_a_batch_goes_on_past_a_bad_case(prepared32, small_model, tmp_path):
     """good, bad (RGB PNGs), good: both good cases are written, summary.json and failed.json name
     the bad one with its reason, the run exits 1 and its last line names the bad file."""

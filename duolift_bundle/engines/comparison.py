@@ -1,0 +1,440 @@
+"""Equal-budget comparison of training recipes on the leave-one-out folds of the real CTs.
+
+The runner behind ``scripts/compare_recipes.py`` (and the paper's ablation study: Table 4's conv
+lift and single branch are recipes too). A :class:`ComparisonSpec` (``configs/compare.yaml``)
+names
+
+- ``recipes``: overrides of the training configs (``configs/train.yaml`` + ``train_real.yaml``),
+  one training run per recipe, fold and seed, each with the same ``--time_budget_s``;
+- ``refinements``: settings of the projection-consistent refinement
+  (:mod:`duolift_bundle.transforms.refine`) every trained model is evaluated with;
+- the data: the prepared real CTs (``real``), optional phantoms, the folds (held-out cases).
+
+Stages, each resumable (a finished run or score is not redone; a run with full checkpoints is
+continued with ``--resume``):
+
+1. ``data``: each fold's training datalist (the other real CTs, ``real_repeats`` times, plus the
+   phantoms; the held-out case validates) under ``<out>/data/``;
+2. ``train``: the runs, ``parallel`` at a time, ``threads`` each, in ``<out>/runs/<recipe>_<fold>_s<seed>``;
+3. ``evaluate``: the held-out CT of each fold reconstructed from its DRRs by each run's last-epoch
+   weights (never the best-validated ones: the held-out case chose nothing), refined by each
+   refinement, scored with the evaluation's metric code (:mod:`duolift_bundle.metrics.image`:
+   PSNR / SSIM in 2D and 3D) plus bone Dice (target and reconstruction above ``bone_hu``), next
+   to the baselines (mean of the other real CTs; mean of the fold's training CTs, phantoms
+   included). Writes ``<out>/results.json`` and ``<out>/table.md``: per fold, and mean +- std
+   over the deciding folds (every fold but ``held_out``, which is reported and never decides).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from duolift_bundle.constants import hu_to_unit
+from duolift_bundle.data.datasets import load_datalist
+from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.io_utils import read_json, write_json
+
+__all__ = ["ComparisonSpec", "Run", "plan_runs", "prepare_folds", "train_runs", "evaluate_runs", "format_table"]
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+METRIC_NAMES = ("psnr_3d", "ssim_3d", "psnr_2d", "ssim_2d", "bone_dice")
+BASELINES = ("mean of the other real CTs", "mean of the fold's training CTs")
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """What to compare, on what, under which budget (``configs/compare.yaml``; see the module docstring).
+
+    Args:
+        recipes: name -> training-config overrides (``views``, ``width``, ``lift`` ...).
+        refinements: name -> ``{"refine_steps", "refine_weight"[, "refine_lr"]}``.
+        real: the prepared real CTs' ``datalist.json`` (at ``size``).
+        phantoms: a prepared phantom datalist, or None.
+        folds: held-out case names (unique parts of the case ids).
+        held_out: the fold reported but never used to decide (normal001).
+        seeds: training seeds.
+        budget_s: training seconds per run (``--time_budget_s``), equal for every recipe.
+        parallel, threads: runs at once and threads per run.
+        real_repeats: listings of each real training CT per epoch.
+        size: volume size of the runs (64, or 128 on a GPU).
+        train_configs: the training configs merged (relative to the bundle root).
+        train_args: overrides every run gets (epochs, learning-rate schedule, device ...).
+        bone_hu: the bone threshold of the bone Dice.
+    """
+
+    recipes: Mapping[str, Mapping[str, Any]]
+    refinements: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"none": {"refine_steps": 0}})
+    real: str = "data/real64/datalist.json"
+    phantoms: str | None = None
+    folds: Sequence[str] = ("normal001", "P002", "cap002", "Lung_Dx-A0001", "Lung_Dx-A0002")
+    held_out: str = "normal001"
+    seeds: Sequence[int] = (0,)
+    budget_s: float = 600.0
+    parallel: int = 2
+    threads: int = 1
+    real_repeats: int = 4
+    size: int = 64
+    train_configs: Sequence[str] = ("configs/train.yaml", "configs/train_real.yaml")
+    train_args: Mapping[str, Any] = field(default_factory=dict)
+    bone_hu: float = 150.0
+
+    _STRUCTURED = ("recipes", "refinements", "folds", "seeds", "train_configs", "train_args")
+
+    def __post_init__(self) -> None:
+        if not self.recipes:
+            raise ValueError("a comparison needs at least one recipe")
+        for name, overrides in self.recipes.items():
+            if int(overrides.get("views", 2)) not in (1, 2):
+                raise ValueError(f"recipe {name}: views must be 1 or 2, got {overrides.get('views')}")
+        if self.budget_s <= 0 or self.parallel < 1 or self.threads < 1:
+            raise ValueError(f"budget_s, parallel and threads must be positive, got {self}")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "ComparisonSpec":
+        """Read a YAML spec; keyword arguments (the command line's ``--key value``) win."""
+        import yaml
+
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+        unknown = sorted((set(doc) | set(overrides)) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown setting(s) {unknown}; the settings are {sorted(cls.__dataclass_fields__)}"
+            )
+        for key, value in overrides.items():
+            if isinstance(value, str) and key in cls._STRUCTURED:  # "[P002, Lung_Dx-A0001]" from a shell
+                value = yaml.safe_load(value)
+            if value is not None:
+                doc[key] = value
+        return cls(**doc)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a recipe on a fold with a seed, in ``folder``."""
+
+    recipe: str
+    fold: str
+    seed: int
+    folder: str
+
+    @property
+    def checkpoints(self) -> str:
+        return os.path.join(self.folder, "checkpoints")
+
+
+def plan_runs(spec: ComparisonSpec, out: str | os.PathLike) -> list[Run]:
+    """Every (recipe, fold, seed) run, folds interleaved so that a partial comparison covers them."""
+    runs = []
+    for seed, fold, recipe in itertools.product(spec.seeds, spec.folds, spec.recipes):
+        runs.append(Run(recipe, fold, int(seed), os.path.join(os.fspath(out), "runs", f"{recipe}_{fold}_s{seed}")))
+    return runs
+
+
+def _fold_datalist(out: str | os.PathLike, fold: str) -> str:
+    return os.path.join(os.fspath(out), "data", fold, "datalist.json")
+
+
+def prepare_folds(spec: ComparisonSpec, out: str | os.PathLike) -> dict[str, str]:
+    """Write each fold's training datalist (stage 1); returns fold -> datalist path."""
+    from duolift_bundle.data.training_sets import compose_datalist
+
+    paths = {}
+    for fold in spec.folds:
+        path = _fold_datalist(out, fold)
+        compose_datalist(
+            path, _abs(spec.real), [fold], _abs(spec.phantoms) if spec.phantoms else None, spec.real_repeats
+        )
+        paths[fold] = path
+    return paths
+
+
+def _abs(path: str) -> str:
+    return path if os.path.isabs(path) else str(ROOT / path)
+
+
+def _override_args(overrides: Mapping[str, Any]) -> list[str]:
+    args = []
+    for key, value in overrides.items():
+        text = "$None" if value is None else (json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+        args += [f"--{key}", text]
+    return args
+
+
+def training_command(spec: ComparisonSpec, run: Run, out: str | os.PathLike, resume: bool) -> list[str]:
+    """The ``monai.bundle run training`` command of ``run``."""
+    configs = "[" + ",".join(f"'{_abs(c)}'" for c in spec.train_configs) + "]"
+    args = {
+        "bundle_root": str(ROOT),
+        "dataset_dir": os.path.dirname(os.path.abspath(_fold_datalist(out, run.fold))),
+        "output_dir": os.path.abspath(run.folder),
+        "size": spec.size,
+        "seed": run.seed,
+        "time_budget_s": spec.budget_s,
+        **dict(spec.train_args),
+        **dict(spec.recipes[run.recipe]),
+    }
+    if resume:
+        args["resume"] = True
+    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs, *_override_args(args)]
+
+
+def _finished(run: Run) -> bool:
+    return os.path.exists(os.path.join(run.folder, "finished.json"))
+
+
+def train_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[Run]) -> dict[str, int]:
+    """Stage 2: train every unfinished run, ``spec.parallel`` at a time; returns run -> exit code.
+
+    A run is finished when its process exited 0 (``finished.json`` records the command, its
+    seconds and exit code); one with full checkpoints and no ``finished.json`` is resumed.
+    """
+    todo = [r for r in runs if not _finished(r)]
+    codes: dict[str, int] = {}
+    active: list[tuple[Run, subprocess.Popen, float, Any, list[str]]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}
+    while todo or active:
+        while todo and len(active) < spec.parallel:
+            run = todo.pop(0)
+            os.makedirs(run.folder, exist_ok=True)
+            resume = any(Path(run.checkpoints).glob("checkpoint_epoch=*.pt"))
+            cmd = training_command(spec, run, out, resume)
+            log = open(os.path.join(run.folder, "log"), "a")
+            logger.info("training %s (%s)", run.folder, "resumed" if resume else "new")
+            active.append(
+                (run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), log, cmd)
+            )
+        time.sleep(2.0)
+        for item in list(active):
+            run, proc, t0, log, cmd = item
+            if proc.poll() is None:
+                continue
+            log.close()
+            active.remove(item)
+            codes[run.folder] = proc.returncode
+            if proc.returncode == 0:
+                write_json(
+                    os.path.join(run.folder, "finished.json"),
+                    {"command": cmd, "seconds": round(time.time() - t0, 1), "returncode": 0},
+                )
+            else:
+                logger.error("run %s exited %d (see %s/log)", run.folder, proc.returncode, run.folder)
+    return codes
+
+
+def _read(path: str) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return float(2.0 * np.logical_and(a, b).sum() / total) if total else float("nan")
+
+
+def score(pred: np.ndarray, target: np.ndarray, bone_hu: float) -> dict[str, float]:
+    """The comparison's metrics of one ``(D, H, W)`` reconstruction in [0, 1] against its target."""
+    from duolift_bundle.metrics.image import psnr_2d, psnr_3d, ssim_2d, ssim_3d
+
+    pred = np.clip(pred, 0.0, 1.0)
+    level = hu_to_unit(bone_hu)
+    return {
+        "psnr_3d": round(float(psnr_3d(pred, target)), 3),
+        "ssim_3d": round(float(ssim_3d(pred, target)), 4),
+        "psnr_2d": round(float(psnr_2d(pred, target)), 3),
+        "ssim_2d": round(float(ssim_2d(pred, target)), 4),
+        "bone_dice": round(_dice(pred > level, target > level), 4),
+    }
+
+
+def _network(spec: ComparisonSpec, run: Run, weights: str) -> torch.nn.Module:
+    """The run's generator (inference.yaml's network_def with the recipe's settings) with ``weights``."""
+    from duolift_bundle.networks import load_generator
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "inference.yaml"))
+    recipe = spec.recipes[run.recipe]
+    settings = {k: recipe[k] for k in ("views", "width", "lift", "dual_branch") if k in recipe}
+    parser.update({"bundle_root": str(ROOT), "size": spec.size, **settings})
+    return load_generator(parser.get_parsed_content("network_def"), weights)
+
+
+def _real_items(spec: ComparisonSpec) -> list[dict]:
+    return [it for split in SPLITS for it in load_datalist(_abs(spec.real), split)]
+
+
+def _case_files(spec: ComparisonSpec) -> dict[str, dict]:
+    items = _real_items(spec)
+    found = {}
+    for fold in spec.folds:
+        hits = [it for it in items if fold in it["case"]]
+        if len(hits) != 1:
+            raise ValueError(f"{spec.real}: fold {fold!r} matches {len(hits)} cases (needs exactly one)")
+        found[fold] = hits[0]
+    return found
+
+
+def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[Run]) -> dict:
+    """Stage 3: score every trained run with every refinement and the baselines; returns the results."""
+    from duolift_bundle.engines.handlers import latest_checkpoint
+    from duolift_bundle.geometry import Protocol
+    from duolift_bundle.networks import MeanVolume
+    from duolift_bundle.transforms.drr import DRRProjector
+    from duolift_bundle.transforms.refine import refine_volume
+
+    cases = _case_files(spec)
+    protocol = Protocol.build(size=spec.size)
+    results: dict[str, Any] = {"folds": {}, "runs": {}}
+    for fold, item in cases.items():
+        target = _read(item["ct"])
+        others = [it["ct"] for it in _real_items(spec) if it["case"] != item["case"]]
+        fold_rows = {BASELINES[0]: score(MeanVolume.from_files(others).mean[0].numpy(), target, spec.bone_hu)}
+        training = load_datalist(_fold_datalist(out, fold), "training")
+        train_cts = list(dict.fromkeys(it["ct"] for it in training))
+        fold_rows[BASELINES[1]] = score(MeanVolume.from_files(train_cts).mean[0].numpy(), target, spec.bone_hu)
+        results["folds"][fold] = {"case": item["case"], "rows": fold_rows}
+    xrays = {
+        f: torch.from_numpy(np.stack([_read(it["xray_frontal"]), _read(it["xray_lateral"])]))[None]
+        for f, it in cases.items()
+    }
+    for run in runs:
+        try:
+            weights = latest_checkpoint(run.checkpoints)
+        except FileNotFoundError:
+            logger.warning("no checkpoint in %s: not scored", run.checkpoints)
+            continue
+        views = int(spec.recipes[run.recipe].get("views", 2))
+        net = _network(spec, run, weights)
+        x = xrays[run.fold][:, :views]
+        with torch.no_grad():
+            pred = net(x)
+        projector = DRRProjector.from_protocol(protocol, ("frontal", "lateral")[:views])
+        target = _read(cases[run.fold]["ct"])
+        epochs = int(os.path.basename(weights).split("=")[1].split(".")[0])  # checkpoint_epoch=NNNN.pt
+        results["runs"][run.folder] = {
+            "recipe": run.recipe,
+            "fold": run.fold,
+            "seed": run.seed,
+            "weights": weights,
+            "epochs": epochs,
+        }
+        for ref_name, ref in spec.refinements.items():
+            t0 = time.perf_counter()
+            vol = refine_volume(
+                pred, x, projector, int(ref.get("refine_steps", 0)), float(ref.get("refine_weight", 1.0)),
+                float(ref.get("refine_lr", 0.01)),
+            )  # fmt: skip
+            row = score(vol[0, 0].numpy(), target, spec.bone_hu)
+            row["refine_seconds"] = round(time.perf_counter() - t0, 2)
+            name = f"{run.recipe}, refine {ref_name}"
+            results["folds"][run.fold]["rows"].setdefault(name, {"seeds": {}})["seeds"][str(run.seed)] = row
+    return results
+
+
+def _row_value(row: dict, metric: str) -> float:
+    """A row's metric, averaged over its seeds when it has several."""
+    if "seeds" in row:
+        values = [s[metric] for s in row["seeds"].values()]
+        return float(np.mean(values))
+    return float(row[metric])
+
+
+def summarise(spec: ComparisonSpec, results: dict) -> dict:
+    """Mean +- std over the deciding folds (all but ``held_out``) for every row present in all of them."""
+    deciding = [f for f in results["folds"] if f != spec.held_out]
+    names = list(dict.fromkeys(n for f in results["folds"].values() for n in f["rows"]))
+    summary = {}
+    for name in names:
+        present = [f for f in deciding if name in results["folds"][f]["rows"]]
+        if not present or len(present) < len(deciding):
+            continue
+        summary[name] = {}
+        for metric in METRIC_NAMES:
+            values = [_row_value(results["folds"][f]["rows"][name], metric) for f in present]
+            summary[name][metric] = [round(float(np.nanmean(values)), 4), round(float(np.nanstd(values)), 4)]
+        gains = [
+            _row_value(results["folds"][f]["rows"][name], "psnr_3d")
+            - _row_value(results["folds"][f]["rows"][BASELINES[0]], "psnr_3d")
+            for f in present
+        ]
+        summary[name]["psnr_3d_gain_min"] = round(float(np.min(gains)), 3)
+    return {"deciding_folds": deciding, "rows": summary}
+
+
+def format_table(spec: ComparisonSpec, results: dict) -> str:
+    """Markdown: the mean +- std table over the deciding folds, then PSNR(3D) per fold."""
+    summary = results["summary"]
+    lines = [
+        f"Deciding folds: {', '.join(summary['deciding_folds'])} (held out, never deciding: {spec.held_out}). "
+        f"Budget {spec.budget_s:g} s of training per run, {spec.threads} thread(s), {spec.parallel} at once; "
+        f"seeds {list(spec.seeds)}; {spec.size}^3.",
+        "",
+        "| row | PSNR(3D) | SSIM(3D) | PSNR(2D) | SSIM(2D) | bone Dice | min gain over other-CT mean (dB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in summary["rows"].items():
+        cells = [
+            f"{r[m][0]:.3f} ± {r[m][1]:.3f}" if "ssim" in m or "dice" in m else f"{r[m][0]:.2f} ± {r[m][1]:.2f}"
+            for m in METRIC_NAMES
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['psnr_3d_gain_min']:+.2f} |")
+    folds = list(results["folds"])
+    lines += ["", "PSNR(3D) per fold (dB):", "", "| row | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
+    names = list(dict.fromkeys(n for f in results["folds"].values() for n in f["rows"]))
+    for name in names:
+        cells = []
+        for f in folds:
+            row = results["folds"][f]["rows"].get(name)
+            cells.append(f"{_row_value(row, 'psnr_3d'):.2f}" if row else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def hardware() -> dict:
+    """The machine the comparison ran on (CPU model and flags of note, threads, GPU)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
+        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+        info["cpu"] = model
+        info["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_results(spec: ComparisonSpec, out: str | os.PathLike, results: dict, command: Sequence[str]) -> str:
+    """Add the summary and the provenance, write ``results.json`` and ``table.md``; returns the table."""
+    results["summary"] = summarise(spec, results)
+    results["spec"] = json.loads(json.dumps(asdict(spec)))
+    results["command"] = list(command)
+    results["hardware"] = hardware()
+    write_json(os.path.join(os.fspath(out), "results.json"), results)
+    table = format_table(spec, results)
+    tmp = os.path.join(os.fspath(out), ".table.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(table)
+    os.replace(tmp, os.path.join(os.fspath(out), "table.md"))
+    return table
+
+
+def read_results(out: str | os.PathLike) -> dict:
+    return read_json(os.path.join(os.fspath(out), "results.json"))
