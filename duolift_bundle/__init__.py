@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from duolift_bundle.errors import install_last_line_hook
 
-__version__ = "0.9.0"  # the one version: pyproject.toml reads it, configs/metadata.json must match
+__version__ = "0.10.0"  # the one version: pyproject.toml reads it, configs/metadata.json must match
 
 __all__ = ["__version__"]
 

@@ -54,7 +54,12 @@ METHODS = [
         ["configs/inference_single_view.yaml"],
         {"ckpt_path": "models/model_single_view.pt"},
     ),
-    ("phantom-only model (before)", "phantom_only", ["configs/demo.yaml"], {"ckpt_path": "models/phantom_cnn.pt"}),
+    (
+        "phantom-only model (before)",
+        "phantom_only",
+        ["configs/demo.yaml"],
+        {"ckpt_path": "models/phantom_cnn.pt", "refine_steps": 0},  # as it was: refinement was chosen for the two above
+    ),
     (
         "mean of the training CTs",
         "mean_training_cts",
@@ -92,8 +97,8 @@ def command(folder: str, configs: list[str], overrides: dict, out: str, lpips: b
         "--lpips", str(bool(lpips)),
         "--progress", "False",
     ]  # fmt: skip
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(ROOT / value)]
+    for key, value in overrides.items():  # strings are files under the bundle root
+        cmd += [f"--{key}", str(ROOT / value) if isinstance(value, str) else str(value)]
     return cmd
 
 
@@ -123,7 +128,8 @@ def main(out: str = "demo", lpips: bool = False) -> None:
     import nibabel as nib
     from duolift_bundle.viz import comparison_figure
 
-    missing = [v for _, _, _, o in METHODS for v in o.values() if not (ROOT / v).is_file()]
+    files = [v for _, _, _, o in METHODS for v in o.values() if isinstance(v, str)]
+    missing = [v for v in files if not (ROOT / v).is_file()]
     if missing:
         sys.exit(f"shipped files missing (they are in the repository): {', '.join(missing)}")
     t0 = time.perf_counter()

@@ -72,7 +72,9 @@ def _per_case(folder: str) -> dict:
     with open(Path(folder) / "metrics.csv", newline="") as f:
         return {
             row["case"]: {
-                k: round(float(v), 4) for k, v in row.items() if k != "case" and v and not k.endswith("segmenter")
+                k: round(float(v), 4)
+                for k, v in row.items()
+                if k not in ("case", "origin") and v and not k.endswith("segmenter")
             }
             for row in csv.DictReader(f)
         }

@@ -6,6 +6,8 @@ Two steps around the quick start (whose sample metrics the record keeps):
     python scripts/quickstart.py --out demo
     python scripts/record_shipped_models.py record --dv_run runs/real64_dv --sv_run runs/real64_sv --sample demo
 
+``sample --sample demo`` refreshes the sample metrics alone (after an inference default changed).
+
 ``export`` copies the generator of each run's last full checkpoint (the last epoch: the held-out
 validation case only reports, it does not pick weights) to ``models/model.pt`` (double view) and
 ``models/model_single_view.pt``, and writes the baselines' mean volumes to ``models/baselines/``;
@@ -215,5 +217,24 @@ def record(
     print(f"wrote {out}")
 
 
+def sample(sample: str = "demo", out: str | Path = RECORD) -> None:
+    """Refresh only the sample metrics of docs/shipped_models.json from a quick start's output
+    (after an inference default changed, e.g. the refinement), recording the refinement settings
+    the quick start's evaluation ran with."""
+    from duolift_bundle.io_utils import read_json, write_json
+    from monai.bundle import ConfigParser
+
+    doc = read_json(out)
+    for key in doc["models"]:
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / f) for f in INFER_CONFIGS[key]])
+        doc["models"][key]["sample"] = _per_case(Path(sample) / key)
+        doc["models"][key]["sample_refinement"] = {k: parser[k] for k in ("refine_steps", "refine_weight", "refine_lr")}
+    for key in doc["baselines"]:
+        doc["baselines"][key]["sample"] = _per_case(Path(sample) / key)
+    write_json(out, doc)
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    sys.exit(fire.Fire({"export": export, "record": record}))
+    sys.exit(fire.Fire({"export": export, "record": record, "sample": sample}))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Leave-one-out training of the real-chest recipes, every fold and recipe at once on one GPU (how
 # the shipped models were trained; docs/shipped_models.json records the run). From the bundle root,
-# with data/real64 prepared (scripts/prepare_data.py ... --size 64):
+# with data/real64 prepared (scripts/prepare_data.py ... --size 64; the five shared real CTs):
 #
 #   bash scripts/train_real_folds.sh runs/folds 420
 #
@@ -18,7 +18,7 @@ TIME_BUDGET=${2:-420}
 PY=${PYTHON:-python}
 N_PHANTOMS=${N_PHANTOMS:-256}
 WORKERS=${WORKERS:-8}
-CASES=${CASES:-"normal001 P002 cap002"}
+CASES=${CASES:-"normal001 P002 cap002 Lung_Dx-A0001 Lung_Dx-A0002"}
 RECIPES=${RECIPES-"dv125 dv250 sv250"}  # RECIPES="" prepares the data only
 REAL_REPEATS=${REAL_REPEATS:-16}
 PHANTOMS=data/phantoms64_n${N_PHANTOMS}
@@ -29,6 +29,9 @@ recipe_args() {
         dv125) echo "--views 2 --width 0.125 --init_ckpt models/phantom_cnn.pt --init_strict false" ;;
         dv250) echo "--views 2 --width 0.25 --init_ckpt \$None" ;;
         sv250) echo "--views 1 --width 0.25 --init_ckpt \$None" ;;
+        # the geometry-aware lift (issue 23), from scratch: the phantom-only model lifts by repetition
+        dv125bp) echo "--views 2 --width 0.125 --lift backproject --init_ckpt \$None" ;;
+        sv250bp) echo "--views 1 --width 0.25 --lift backproject --init_ckpt \$None" ;;
         # stage 3: dv125 after its stage 2, with the bone terms (losses.bone_terms) at weight N
         dv125bone*) echo "--views 2 --width 0.125 --init_ckpt ${INIT:?INIT: the stage-2 weights folder}/dv_$2.pt --init_strict true --bone_weight ${1#dv125bone}" ;;
         *) echo "unknown recipe $1" >&2; exit 2 ;;
@@ -38,7 +41,7 @@ recipe_args() {
 # realistic phantoms (seeds 2000 + i; the first 32 are data/phantoms64 of the CPU recipe)
 [ -f "$PHANTOMS/datalist.json" ] || $PY scripts/make_phantoms.py --out "$PHANTOMS" --n "$N_PHANTOMS" --size 64 --seed 2000 --workers "$WORKERS" --progress False
 for case in $CASES; do
-    # the two other real CTs, each listed 16 times per epoch (about 1 in 8 items, as in the CPU recipe)
+    # the other real CTs, each listed REAL_REPEATS times per epoch
     $PY scripts/make_training_set.py --out "data/real64_${case}_n${N_PHANTOMS}/datalist.json" --real data/real64/datalist.json \
         --phantoms "$PHANTOMS/datalist.json" --holdout "[$case]" --real_repeats "$REAL_REPEATS"
 done

@@ -465,11 +465,10 @@ def make_phantom_set(
     """Generate ``n`` phantoms (seeds ``seed .. seed + n - 1``) in ``out/raw`` and prepare them into
     ``out`` exactly as real data (same protocol, DRRs, lung masks), with a seeded split.
     ``protocol`` defaults to :meth:`Protocol.build` at ``size`` (lazy resampling: the phantoms
-    already lie on the protocol's grid) without the table removal: a phantom has no table, and
-    the removal's 1 mm stage would cost seconds per phantom for nothing."""
+    already lie on the protocol's grid)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    protocol = protocol or Protocol.build(size, lazy=True, remove_table=False)
+    protocol = protocol or Protocol.build(size, lazy=True)
     raw = Path(out) / "raw"
     sources = []
     for i in range(n):

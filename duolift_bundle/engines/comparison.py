@@ -75,6 +75,9 @@ class ComparisonSpec:
         train_configs: the training configs merged (relative to the bundle root).
         train_args: overrides every run gets (epochs, learning-rate schedule, device ...).
         bone_hu: the bone threshold of the bone Dice.
+        models: trained weights scored without training, name -> ``{"weights", "views", "width",
+            "lift", "folds"}`` (e.g. the shipped models on the folds they never saw); ``folds``
+            lists where they may be scored (held out from their training).
     """
 
     recipes: Mapping[str, Mapping[str, Any]]
@@ -92,15 +95,19 @@ class ComparisonSpec:
     train_configs: Sequence[str] = ("configs/train.yaml", "configs/train_real.yaml")
     train_args: Mapping[str, Any] = field(default_factory=dict)
     bone_hu: float = 150.0
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    _STRUCTURED = ("recipes", "refinements", "folds", "seeds", "train_configs", "train_args")
+    _STRUCTURED = ("recipes", "refinements", "folds", "seeds", "train_configs", "train_args", "models")
 
     def __post_init__(self) -> None:
-        if not self.recipes:
-            raise ValueError("a comparison needs at least one recipe")
-        for name, overrides in self.recipes.items():
+        if not self.recipes and not self.models:
+            raise ValueError("a comparison needs at least one recipe or model")
+        for name, overrides in {**self.recipes, **self.models}.items():
             if int(overrides.get("views", 2)) not in (1, 2):
                 raise ValueError(f"recipe {name}: views must be 1 or 2, got {overrides.get('views')}")
+        for name, model in self.models.items():
+            if "weights" not in model or not model.get("folds"):
+                raise ValueError(f"model {name}: needs its weights file and the folds it may be scored on")
         if self.budget_s <= 0 or self.parallel < 1 or self.threads < 1:
             raise ValueError(f"budget_s, parallel and threads must be positive, got {self}")
 
@@ -261,17 +268,17 @@ def score(pred: np.ndarray, target: np.ndarray, bone_hu: float) -> dict[str, flo
     }
 
 
-def _network(spec: ComparisonSpec, run: Run, weights: str) -> torch.nn.Module:
+def _network(spec: ComparisonSpec, run: Run, weights: str, device: torch.device) -> torch.nn.Module:
     """The run's generator (inference.yaml's network_def with the recipe's settings) with ``weights``."""
     from duolift_bundle.networks import load_generator
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "inference.yaml"))
-    recipe = spec.recipes[run.recipe]
+    recipe = {**spec.models, **spec.recipes}[run.recipe]
     settings = {k: recipe[k] for k in ("views", "width", "lift", "dual_branch") if k in recipe}
     parser.update({"bundle_root": str(ROOT), "size": spec.size, **settings})
-    return load_generator(parser.get_parsed_content("network_def"), weights)
+    return load_generator(parser.get_parsed_content("network_def"), weights, device).eval()
 
 
 def _real_items(spec: ComparisonSpec) -> list[dict]:
@@ -290,7 +297,8 @@ def _case_files(spec: ComparisonSpec) -> dict[str, dict]:
 
 
 def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[Run]) -> dict:
-    """Stage 3: score every trained run with every refinement and the baselines; returns the results."""
+    """Stage 3: score every trained run with every refinement and the baselines (on the GPU when
+    there is one); returns the results."""
     from duolift_bundle.engines.handlers import latest_checkpoint
     from duolift_bundle.geometry import Protocol
     from duolift_bundle.networks import MeanVolume
@@ -299,6 +307,7 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
 
     cases = _case_files(spec)
     protocol = Protocol.build(size=spec.size)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {"folds": {}, "runs": {}}
     for fold, item in cases.items():
         target = _read(item["ct"])
@@ -312,21 +321,29 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
         f: torch.from_numpy(np.stack([_read(it["xray_frontal"]), _read(it["xray_lateral"])]))[None]
         for f, it in cases.items()
     }
-    for run in runs:
-        try:
-            weights = latest_checkpoint(run.checkpoints)
-        except FileNotFoundError:
-            logger.warning("no checkpoint in %s: not scored", run.checkpoints)
-            continue
-        views = int(spec.recipes[run.recipe].get("views", 2))
-        net = _network(spec, run, weights)
-        x = xrays[run.fold][:, :views]
+    fixed = [
+        (Run(name, fold, 0, os.fspath(_abs(m["weights"]))), _abs(m["weights"]))
+        for name, m in spec.models.items()
+        for fold in m["folds"]
+        if fold in cases
+    ]
+    for run, weights in [(r, None) for r in runs] + fixed:
+        if weights is None:
+            try:
+                weights = latest_checkpoint(run.checkpoints)
+            except FileNotFoundError:
+                logger.warning("no checkpoint in %s: not scored", run.checkpoints)
+                continue
+        views = int({**spec.models, **spec.recipes}[run.recipe].get("views", 2))
+        net = _network(spec, run, weights, device)
+        x = xrays[run.fold][:, :views].to(device)
         with torch.no_grad():
             pred = net(x)
-        projector = DRRProjector.from_protocol(protocol, ("frontal", "lateral")[:views])
+        projector = DRRProjector.from_protocol(protocol, ("frontal", "lateral")[:views]).to(device)
         target = _read(cases[run.fold]["ct"])
-        epochs = int(os.path.basename(weights).split("=")[1].split(".")[0])  # checkpoint_epoch=NNNN.pt
-        results["runs"][run.folder] = {
+        name = os.path.basename(weights)  # checkpoint_epoch=NNNN.pt of a run; a model file has none
+        epochs = int(name.split("=")[1].split(".")[0]) if name.startswith("checkpoint_epoch=") else None
+        results["runs"][f"{run.recipe}/{run.fold}/s{run.seed}"] = {
             "recipe": run.recipe,
             "fold": run.fold,
             "seed": run.seed,
@@ -339,7 +356,7 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
                 pred, x, projector, int(ref.get("refine_steps", 0)), float(ref.get("refine_weight", 1.0)),
                 float(ref.get("refine_lr", 0.01)),
             )  # fmt: skip
-            row = score(vol[0, 0].numpy(), target, spec.bone_hu)
+            row = score(vol[0, 0].cpu().numpy(), target, spec.bone_hu)
             row["refine_seconds"] = round(time.perf_counter() - t0, 2)
             name = f"{run.recipe}, refine {ref_name}"
             results["folds"][run.fold]["rows"].setdefault(name, {"seeds": {}})["seeds"][str(run.seed)] = row
@@ -355,15 +372,16 @@ def _row_value(row: dict, metric: str) -> float:
 
 
 def summarise(spec: ComparisonSpec, results: dict) -> dict:
-    """Mean +- std over the deciding folds (all but ``held_out``) for every row present in all of them."""
+    """Mean +- std over the deciding folds (all but ``held_out``) where each row was scored (a
+    fixed model only where it was held out of training; ``folds`` lists them)."""
     deciding = [f for f in results["folds"] if f != spec.held_out]
     names = list(dict.fromkeys(n for f in results["folds"].values() for n in f["rows"]))
     summary = {}
     for name in names:
         present = [f for f in deciding if name in results["folds"][f]["rows"]]
-        if not present or len(present) < len(deciding):
+        if not present:
             continue
-        summary[name] = {}
+        summary[name] = {"folds": present}
         for metric in METRIC_NAMES:
             values = [_row_value(results["folds"][f]["rows"][name], metric) for f in present]
             summary[name][metric] = [round(float(np.nanmean(values)), 4), round(float(np.nanstd(values)), 4)]
@@ -379,20 +397,26 @@ def summarise(spec: ComparisonSpec, results: dict) -> dict:
 def format_table(spec: ComparisonSpec, results: dict) -> str:
     """Markdown: the mean +- std table over the deciding folds, then PSNR(3D) per fold."""
     summary = results["summary"]
+    if spec.recipes:
+        budget = (
+            f"Budget {spec.budget_s:g} s of training per run, {spec.threads} thread(s), {spec.parallel} at once; "
+            f"seeds {list(spec.seeds)}"
+        )
+    else:
+        budget = "Trained models scored only (no training)"
     lines = [
         f"Deciding folds: {', '.join(summary['deciding_folds'])} (held out, never deciding: {spec.held_out}). "
-        f"Budget {spec.budget_s:g} s of training per run, {spec.threads} thread(s), {spec.parallel} at once; "
-        f"seeds {list(spec.seeds)}; {spec.size}^3.",
+        f"{budget}; {spec.size}^3.",
         "",
-        "| row | PSNR(3D) | SSIM(3D) | PSNR(2D) | SSIM(2D) | bone Dice | min gain over other-CT mean (dB) |",
-        "|---|---|---|---|---|---|---|",
+        "| row | folds | PSNR(3D) | SSIM(3D) | PSNR(2D) | SSIM(2D) | bone Dice | min gain over other-CT mean (dB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["rows"].items():
         cells = [
             f"{r[m][0]:.3f} ± {r[m][1]:.3f}" if "ssim" in m or "dice" in m else f"{r[m][0]:.2f} ± {r[m][1]:.2f}"
             for m in METRIC_NAMES
         ]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['psnr_3d_gain_min']:+.2f} |")
+        lines.append(f"| {name} | {len(r['folds'])} | " + " | ".join(cells) + f" | {r['psnr_3d_gain_min']:+.2f} |")
     folds = list(results["folds"])
     lines += ["", "PSNR(3D) per fold (dB):", "", "| row | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
     names = list(dict.fromkeys(n for f in results["folds"].values() for n in f["rows"]))

@@ -79,6 +79,8 @@ CONFIG_STACKS = {
     "train_real.yaml": ("train", "training", ["train.yaml"]),
     "train_real_single_view.yaml": ("train", "training", ["train.yaml", "train_real.yaml"]),
     "mlflow_tracking.yaml": (None, None, []),  # a --tracking settings file, not a config to merge
+    "compare.yaml": (None, None, []),  # scripts/compare_recipes.py's spec (tests/engines/test_comparison.py)
+    "compare_shipped.yaml": (None, None, []),  # likewise: the shipped models, not trained
 }
 
 
