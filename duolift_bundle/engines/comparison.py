@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -343,7 +344,12 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
         target = _read(cases[run.fold]["ct"])
         name = os.path.basename(weights)  # checkpoint_epoch=NNNN.pt of a run; a model file has none
         epochs = int(name.split("=")[1].split(".")[0]) if name.startswith("checkpoint_epoch=") else None
+        log = Path(run.folder) / "log"
+        curve = re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+)", log.read_text()) if log.is_file() else []
+        finished = Path(run.folder) / "finished.json"
         results["runs"][f"{run.recipe}/{run.fold}/s{run.seed}"] = {
+            "validation_psnr": [[int(e), float(v)] for e, v in curve],
+            "training": read_json(finished) if finished.is_file() else None,
             "recipe": run.recipe,
             "fold": run.fold,
             "seed": run.seed,
