@@ -219,8 +219,10 @@ def estimate_pixel_mm(image: np.ndarray, geometry: DRRGeometry, why: str) -> Spa
         spacing = Spacing(mm, mm, source="estimate: lung field width", estimated=True, note=note)
     else:
         mm = field_mm(geometry) / min(image.shape)
-        note = f"{why}; no two lung fields found, so the film's shorter side is taken as the "
-        f"{field_mm(geometry):.0f} mm field ({mm:.3f} mm per pixel)"
+        note = (
+            f"{why}; no two lung fields found, so the film's shorter side is taken as the "
+            f"{field_mm(geometry):.0f} mm field ({mm:.3f} mm per pixel)"
+        )
         spacing = Spacing(mm, mm, source="estimate: shorter side = field", estimated=True, note=note)
     return spacing
 

@@ -7,12 +7,15 @@ U-Net++ cannot pool four times) would fail much later, deep inside a forward pas
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Sized
 
 from duolift_bundle.errors import DuoLiftError
 
-__all__ = ["ConfigError", "check_training_settings", "check_overrides"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["ConfigError", "check_training_settings", "check_overrides", "check_datasets"]
 
 #: Arguments of ``monai.bundle run`` / ``verify_net_in_out`` that are not config ids.
 RUN_ARGS = {
@@ -110,4 +113,34 @@ def check_overrides(config_files: Optional[Sequence[str]] = None, argv: Optional
             f"unknown config key(s) {', '.join('--' + k for k in unknown)} for {', '.join(config_files)}; "
             f"known top-level ids: {', '.join(sorted(k for k in known if not k.startswith('_')))}"
         )
+    return True
+
+
+#: What a user with no training data runs (README, "Train a small model").
+DATA_COMMANDS = (
+    "python scripts/make_phantoms.py --out data/phantoms --n 12 --size 64 --seed 0, then "
+    "--dataset_dir data/phantoms --size 64 (or scripts/prepare_data.py --src <your CTs> --out data/mine, "
+    "then --dataset_dir data/mine)"
+)
+
+
+def check_datasets(train: Sized, validation: Optional[Sized], source: str) -> bool:
+    """Stop a run that would train nothing (an empty training split) before the first iteration,
+    naming the data source, the counts of both splits and the commands that make data. An empty
+    validation split is allowed (the run then keeps its last epoch's weights,
+    :class:`~duolift_bundle.engines.handlers.FinalModelSaver`) and said in the log.
+
+    Args:
+        train, validation: the built datasets (``len`` is all that is asked of them).
+        source: what they were read from (the datalist, the raw folder, the X2CT root).
+    """
+    n_train = len(train)
+    n_val = len(validation) if validation is not None else 0
+    counts = f"training {n_train}, validation {n_val}"
+    if n_train == 0:
+        raise ConfigError(
+            f"{source}: the training split is empty ({counts}); nothing to train. Make data: {DATA_COMMANDS}"
+        )
+    if n_val == 0:
+        logger.warning("%s: the validation split is empty (%s): the last epoch's weights will be kept", source, counts)
     return True

@@ -138,8 +138,12 @@ class BestModelSaver:
 def log_run_weights(filepath: str) -> None:
     """The last line of a training run: where its generator is and how inference takes it (the
     run's weights stay in its own folder; ``models/`` holds the shipped ones)."""
-    if is_main_process():
+    if not is_main_process():
+        return
+    if os.path.isfile(filepath):
         logger.info("this run's generator: %s (inference: --ckpt_path %s)", filepath, filepath)
+    else:  # never name a file that is not there
+        logger.warning("this run wrote no generator (%s does not exist): it trained no epoch", filepath)
 
 
 class FinalModelSaver:

@@ -28,7 +28,8 @@ class ProjectionConsistencyd(MapTransform):
       outline found in the input with those found in the re-projection
       (:func:`~duolift_bundle.data.radiograph_fields.radiograph_fields`);
     - ``"quality_warnings"``: a list of sentences for the summary (no lung fields found in an
-      input; lung-field overlap below ``min_lung_dice``);
+      input or in the re-projection, when ``<view>_lung_dice`` is left out rather than reported
+      as 0; lung-field overlap below ``min_lung_dice``);
     - ``"reprojection"`` ``(V, S, S)`` and ``"input_lung_fields"`` ``(V, S, S)`` for the figure.
     """
 
@@ -66,6 +67,9 @@ class ProjectionConsistencyd(MapTransform):
                     warnings.append(
                         f"{view}: no two lung fields found in the input; is it a chest radiograph of this view?"
                     )
+                    continue
+                if not made.found_lungs:  # no overlap to measure: "not found", never a Dice of 0
+                    warnings.append(f"{view}: no two lung fields found in the reconstruction's re-projection")
                     continue
                 scores[f"{view}_lung_dice"] = round(mask_dice(seen.lungs, made.lungs), 4)
                 if scores[f"{view}_lung_dice"] < self.min_lung_dice:

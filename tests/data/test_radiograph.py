@@ -16,7 +16,7 @@ import torch
 from conftest import write_dicom_xray
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
 from duolift_bundle.data.sample import sample_dir
-from duolift_bundle.data.xray_placement import field_mm
+from duolift_bundle.data.xray_placement import estimate_pixel_mm, field_mm
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRProjector
 from PIL import Image
@@ -169,3 +169,13 @@ def test_settings_are_checked():
         RadiographSettings(contrast="histogram")
     with pytest.raises(ValueError, match="xray_magnification must be >= 1"):
         RadiographSettings(magnification=0.5)
+
+
+def test_a_film_without_lung_fields_is_scaled_by_its_shorter_side_and_says_so_whole():
+    """No two lung fields in a flat image: the shorter side is taken as the field, and the note
+    names the field and the pixel size (the whole sentence, not its first half)."""
+    geometry = Protocol.build(size=64).drr.geometry
+    spacing = estimate_pixel_mm(np.full((300, 200), 0.5, dtype=np.float32), geometry, "no pixel size in the file")
+    field = field_mm(geometry)
+    assert spacing.estimated and spacing.row_mm == pytest.approx(field / 200)
+    assert spacing.note.endswith(f"taken as the {field:.0f} mm field ({field / 200:.3f} mm per pixel)")

@@ -53,3 +53,17 @@ def test_rejects_other_schedulers():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(TypeError, match="MultiStepLR"):
         TimeBudget(10.0, [torch.optim.lr_scheduler.StepLR(opt, 2)])
+
+
+def test_the_last_line_names_the_generator_only_when_it_exists(tmp_path, caplog):
+    import logging
+
+    from duolift_bundle.engines.handlers import log_run_weights
+
+    weights = tmp_path / "model.pt"
+    with caplog.at_level(logging.INFO, logger="duolift_bundle.engines.handlers"):
+        log_run_weights(str(weights))
+        assert "wrote no generator" in caplog.text and "this run's generator" not in caplog.text
+        weights.write_bytes(b"0")
+        log_run_weights(str(weights))
+        assert f"this run's generator: {weights}" in caplog.text

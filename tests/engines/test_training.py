@@ -208,6 +208,21 @@ def test_bad_config_fails_before_training(phantoms32, tmp_path, extra, size, mes
     assert not (tmp_path / "bad" / "models" / "model.pt").exists()
 
 
+def test_a_run_with_nothing_to_train_stops_naming_the_datalist_and_the_fix(tmp_path):
+    """The embedded sample (every case in `test`) as a training set: the run stops before the first
+    iteration, its last line names the datalist, the counts of both splits and the commands that
+    make data, and no weights file is announced or written."""
+    from duolift_bundle.data.sample import sample_datalist
+
+    sample = sample_datalist(64).parent
+    result = run_training(CNN, sample, tmp_path / "empty", "--max_epochs", "1", size="64")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert str(sample / "datalist.json") in last and "training split is empty (training 0, validation 0)" in last
+    assert "make_phantoms.py" in last and "--dataset_dir" in last
+    assert "this run's generator" not in result.stderr and not (tmp_path / "empty" / "models").exists()
+
+
 @pytest.mark.parametrize("replace", [False, True])
 def test_shipped_weights_are_never_overwritten_by_accident(phantoms32, tmp_path, replace):
     """A --ckpt_dir holding a copy of a shipped model (its hash is recorded in docs/) stops the
