@@ -75,7 +75,9 @@ def load_datalist(
         raise KeyError(f"split must be one of {SPLITS}, got {split!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"{path}: datalist not found (write one with scripts/prepare_data.py or scripts/make_phantoms.py)"
+            f"{path}: datalist not found. Make data and point the run at it: python scripts/make_phantoms.py "
+            "--out data/phantoms --n 12 --size 64, then --dataset_dir data/phantoms --size 64 (or "
+            "scripts/prepare_data.py --src <your CTs> --out data/mine, then --dataset_dir data/mine)"
         )
     doc = read_json(path)
     base = os.path.dirname(os.path.abspath(path))

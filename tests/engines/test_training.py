@@ -223,6 +223,13 @@ def test_a_run_with_nothing_to_train_stops_naming_the_datalist_and_the_fix(tmp_p
     assert "this run's generator" not in result.stderr and not (tmp_path / "empty" / "models").exists()
 
 
+def test_a_run_without_data_gives_the_commands_that_make_it(tmp_path):
+    result = run_training(CNN, tmp_path / "no_data_here", tmp_path / "out", "--max_epochs", "1")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "datalist not found" in last and "make_phantoms.py" in last and "--dataset_dir" in last
+
+
 @pytest.mark.parametrize("replace", [False, True])
 def test_shipped_weights_are_never_overwritten_by_accident(phantoms32, tmp_path, replace):
     """A --ckpt_dir holding a copy of a shipped model (its hash is recorded in docs/) stops the
