@@ -46,7 +46,7 @@ import torch
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
-from duolift_bundle.io_utils import read_json, write_json
+from duolift_bundle.io_utils import atomic_path, read_json, write_json
 
 __all__ = ["ComparisonSpec", "Run", "plan_runs", "prepare_folds", "train_runs", "evaluate_runs", "format_table"]
 
@@ -249,13 +249,9 @@ def _read(path: str) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return float(2.0 * np.logical_and(a, b).sum() / total) if total else float("nan")
-
-
 def score(pred: np.ndarray, target: np.ndarray, bone_hu: float) -> dict[str, float]:
     """The comparison's metrics of one ``(D, H, W)`` reconstruction in [0, 1] against its target."""
+    from duolift_bundle.metrics.anatomy import dice
     from duolift_bundle.metrics.image import psnr_2d, psnr_3d, ssim_2d, ssim_3d
 
     pred = np.clip(pred, 0.0, 1.0)
@@ -265,7 +261,7 @@ def score(pred: np.ndarray, target: np.ndarray, bone_hu: float) -> dict[str, flo
         "ssim_3d": round(float(ssim_3d(pred, target)), 4),
         "psnr_2d": round(float(psnr_2d(pred, target)), 3),
         "ssim_2d": round(float(ssim_2d(pred, target)), 4),
-        "bone_dice": round(_dice(pred > level, target > level), 4),
+        "bone_dice": round(dice(pred > level, target > level), 4),
     }
 
 
@@ -282,12 +278,8 @@ def _network(spec: ComparisonSpec, run: Run, weights: str, device: torch.device)
     return load_generator(parser.get_parsed_content("network_def"), weights, device).eval()
 
 
-def _real_items(spec: ComparisonSpec) -> list[dict]:
-    return [it for split in SPLITS for it in load_datalist(_abs(spec.real), split)]
-
-
-def _case_files(spec: ComparisonSpec) -> dict[str, dict]:
-    items = _real_items(spec)
+def _case_files(spec: ComparisonSpec, items: Sequence[dict]) -> dict[str, dict]:
+    """Each fold's item among the real CTs (exactly one case id containing the fold's name)."""
     found = {}
     for fold in spec.folds:
         hits = [it for it in items if fold in it["case"]]
@@ -306,13 +298,15 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
     from duolift_bundle.transforms.drr import DRRProjector
     from duolift_bundle.transforms.refine import refine_volume
 
-    cases = _case_files(spec)
+    real_items = [it for split in SPLITS for it in load_datalist(_abs(spec.real), split)]
+    cases = _case_files(spec, real_items)
+    targets = {fold: _read(item["ct"]) for fold, item in cases.items()}  # read once, scored many times
     protocol = Protocol.build(size=spec.size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {"folds": {}, "runs": {}}
     for fold, item in cases.items():
-        target = _read(item["ct"])
-        others = [it["ct"] for it in _real_items(spec) if it["case"] != item["case"]]
+        target = targets[fold]
+        others = [it["ct"] for it in real_items if it["case"] != item["case"]]
         fold_rows = {BASELINES[0]: score(MeanVolume.from_files(others).mean[0].numpy(), target, spec.bone_hu)}
         training = load_datalist(_fold_datalist(out, fold), "training")
         train_cts = list(dict.fromkeys(it["ct"] for it in training))
@@ -341,7 +335,7 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
         with torch.no_grad():
             pred = net(x)
         projector = DRRProjector.from_protocol(protocol, ("frontal", "lateral")[:views]).to(device)
-        target = _read(cases[run.fold]["ct"])
+        target = targets[run.fold]
         name = os.path.basename(weights)  # checkpoint_epoch=NNNN.pt of a run; a model file has none
         epochs = int(name.split("=")[1].split(".")[0]) if name.startswith("checkpoint_epoch=") else None
         log = Path(run.folder) / "log"
@@ -459,12 +453,6 @@ def write_results(spec: ComparisonSpec, out: str | os.PathLike, results: dict, c
     results["hardware"] = hardware()
     write_json(os.path.join(os.fspath(out), "results.json"), results)
     table = format_table(spec, results)
-    tmp = os.path.join(os.fspath(out), ".table.md.tmp")
-    with open(tmp, "w") as f:
+    with atomic_path(os.path.join(os.fspath(out), "table.md")) as tmp, open(tmp, "w") as f:
         f.write(table)
-    os.replace(tmp, os.path.join(os.fspath(out), "table.md"))
     return table
-
-
-def read_results(out: str | os.PathLike) -> dict:
-    return read_json(os.path.join(os.fspath(out), "results.json"))

@@ -78,7 +78,8 @@ class ProjectionConsistencyd(MapTransform):
                         f"{scores[f'{view}_lung_dice']:.2f} (Dice) only"
                     )
             d[self.output_key] = scores
-            d["quality_warnings"] = warnings
+            # after the warnings of earlier steps (a refinement that was skipped, say), never over them
+            d["quality_warnings"] = list(data.get("quality_warnings", [])) + warnings
             d["reprojection"] = reproj
             d["input_lung_fields"] = np.stack(fields)
         return d

@@ -38,6 +38,7 @@ __all__ = [
     "LungMaskd",
     "ball",
     "fill_holes_per_slice",
+    "in_plane_border_labels",
 ]
 
 #: Voxel spacing of a protocol volume at the paper's 128^3 (2.5 mm), the default of the masks.
@@ -69,6 +70,16 @@ def kmeans_threshold(values: np.ndarray, iterations: int = 50) -> float:
     return t
 
 
+def in_plane_border_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """``(n + 1,)`` bool: which labels of a ``(D, H, W)`` labelling touch the in-plane border (the
+    H and W faces of the volume, i.e. the outside air of every slice); label 0 is never marked."""
+    border = np.zeros(n + 1, dtype=bool)
+    for face in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        border[np.unique(face)] = True
+    border[0] = False
+    return border
+
+
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes`` of every axial slice (axis 0) of a ``(D, H, W)`` mask.
 
@@ -81,29 +92,32 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     labels, n = ndi.label(~mask, structure=structure)
     if n == 0:
         return mask.copy()
-    outside = np.zeros(n + 1, dtype=bool)
-    for face in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        outside[np.unique(face)] = True
-    outside[0] = False
-    return ~outside[labels]
+    return ~in_plane_border_labels(labels, n)[labels]
 
 
 def body_mask(
-    hu: np.ndarray, threshold: float = -500.0, opening_radius: int = 1, keep_fraction: float = 0.1
+    hu: np.ndarray,
+    threshold: float = -500.0,
+    opening_radius: int = 1,
+    keep_fraction: float = 0.1,
+    grow_back: bool = False,
 ) -> np.ndarray:
     """The patient's body: components of ``hu > threshold`` after an opening (which detaches a
     thin CT table) that are at least ``keep_fraction`` of the largest, holes filled slice by slice
-    (lungs included). Returns bool ``(D, H, W)``."""
+    (lungs included). ``grow_back`` first grows the kept components back inside ``hu > threshold``
+    by the opening's radius, so that a wall thinner than the opening's ball, cut by it, returns
+    where it still touches the body (the table removal's use). Returns bool ``(D, H, W)``."""
     dense = hu > threshold
-    if opening_radius > 0:
-        dense = ndi.binary_opening(dense, structure=ball(opening_radius))
-    labels, n = ndi.label(dense)
+    opened = ndi.binary_opening(dense, structure=ball(opening_radius)) if opening_radius > 0 else dense
+    labels, n = ndi.label(opened)
     if n == 0:
         return np.zeros_like(dense, dtype=bool)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     # the trunk plus any part at least `keep_fraction` of it (arms held beside the body)
-    body = np.isin(labels, np.flatnonzero(sizes >= keep_fraction * sizes.max()))
+    body = (sizes >= keep_fraction * sizes.max())[labels]
+    if grow_back and opening_radius > 0:
+        body = ndi.binary_dilation(body, structure=ball(1), iterations=opening_radius, mask=dense)
     return fill_holes_per_slice(body)
 
 
@@ -141,9 +155,7 @@ def classical_lung_mask(
     labels, n = ndi.label(air)
     if n == 0:
         return np.zeros(hu.shape, dtype=np.uint8)
-    border = np.zeros(n + 1, dtype=bool)
-    for face in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        border[np.unique(face)] = True
+    border = in_plane_border_labels(labels, n)
     sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     keep = (~border) & (sizes * voxel_ml >= min_volume_ml)

@@ -122,14 +122,13 @@ class ProjectionRefined(MapTransform):
         self.trust_lung_dice = float(trust_lung_dice)
         self.device = device
 
-    def _untrusted(self, d: Mapping[Hashable, Any], pred: torch.Tensor, xray: torch.Tensor) -> str:
-        """Why this case's geometry is not trusted for refinement ('' when it is)."""
+    def _untrusted(self, d: Mapping[Hashable, Any], reproj: torch.Tensor, xray: torch.Tensor) -> str:
+        """Why this case's geometry is not trusted for refinement ('' when it is), from the
+        network's re-projection ``reproj`` ``(V, S, S)``."""
         info = json.loads(d["xray_info"]) if d.get("xray_info") else {}
         estimated = [v for v in self.views if info.get(v, {}).get("spacing_estimated")]
         if not estimated:
             return ""
-        with torch.no_grad():
-            reproj = self.projector(pred[None])[0]
         for i, view in enumerate(self.views):
             seen, made = radiograph_fields(xray[i].numpy()), radiograph_fields(reproj[i].numpy())
             dice = mask_dice(seen.lungs, made.lungs) if seen.found_lungs else 0.0
@@ -148,21 +147,22 @@ class ProjectionRefined(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             pred = torch.as_tensor(img).float().detach().cpu()
-            reason = self._untrusted(d, pred, xray)
-            if reason:
-                d["refinement"] = {"skipped": reason}
-                d.setdefault("quality_warnings", [])
-                d["quality_warnings"] = list(d["quality_warnings"]) + [reason]
-                continue
             t0 = time.perf_counter()
             device = torch.device(self.device) if self.device is not None else pred.device
             projector = self.projector.to(device)
+            with torch.no_grad():
+                before = projector(pred[None].to(device))[0].cpu()  # the network's re-projection, once
+            reason = self._untrusted(d, before, xray)
+            if reason:
+                d["refinement"] = {"skipped": reason}
+                d["quality_warnings"] = list(d.get("quality_warnings", [])) + [reason]
+                continue
             refined = refine_volume(
                 pred[None].to(device), xray[None].to(device), projector, self.steps, self.weight, self.lr
             )[0].cpu()
             record: dict[str, Any] = {"steps": self.steps, "weight": self.weight}
             with torch.no_grad():
-                before, after = projector(pred[None].to(device))[0].cpu(), projector(refined[None].to(device))[0].cpu()
+                after = projector(refined[None].to(device))[0].cpu()
             for i, view in enumerate(self.views):
                 record[f"{view}_psnr_before"] = round(psnr_image(before[i], xray[i]), 3)
                 record[f"{view}_psnr_after"] = round(psnr_image(after[i], xray[i]), 3)

@@ -13,7 +13,8 @@ Steps (``(D, H, W)`` HU, the bundle's axes):
    touches the patient; the components of at least ``keep_fraction`` of the largest are the body
    (arms held beside the trunk included);
 3. the surface the opening shaved off is grown back inside ``dense`` (geodesic dilation by the
-   same radius), holes are filled slice by slice (the lungs are inside the body) and the body is
+   same radius), holes are filled slice by slice (the lungs are inside the body): steps 1-3 are
+   :func:`~duolift_bundle.transforms.lung_mask.body_mask` with ``grow_back``; the body is then
    dilated by one voxel (the partial-volume skin);
 4. **the check**: the enclosed air spaces of the chest (3D components of ``hu < threshold_hu``
    in the inner 80 % of the scanned slices that do not touch the in-plane border and hold at
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
 from duolift_bundle.geometry import TableRemoval
-from duolift_bundle.transforms.lung_mask import ball, fill_holes_per_slice
+from duolift_bundle.transforms.lung_mask import ball, body_mask, in_plane_border_labels
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
@@ -82,26 +83,7 @@ class TableRemovalReport:
         return asdict(self)
 
 
-def _body(hu: np.ndarray, spacing: Sequence[float], s: TableRemoval) -> tuple[np.ndarray, np.ndarray]:
-    """``(body, dense)`` bool masks (steps 1-3 of the module docstring)."""
-    dense = hu > s.threshold_hu
-    radius = int(round(s.opening_mm / min(float(v) for v in spacing)))
-    opened = ndi.binary_opening(dense, structure=ball(radius)) if radius > 0 else dense
-    labels, n = ndi.label(opened)
-    if n == 0:
-        return np.zeros_like(dense), dense
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    body = np.flatnonzero(sizes >= s.keep_fraction * sizes.max())
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[body] = True
-    core = keep[labels]
-    if radius > 0:  # grow back, inside the dense tissue, what the opening shaved off
-        core = ndi.binary_dilation(core, structure=ball(1), iterations=radius, mask=dense)
-    return ndi.binary_dilation(fill_holes_per_slice(core), structure=ball(1)), dense
-
-
-def _enclosed_air(hu: np.ndarray, spacing: Sequence[float], s: TableRemoval) -> np.ndarray:
+def _enclosed_air(hu: np.ndarray, voxel_ml: float, s: TableRemoval) -> np.ndarray:
     """The lungs for the check: 3D air components away from the in-plane border, >= min_lung_ml,
     within the inner slices of the scan."""
     # only the inner 80 % of the slices that hold tissue: the protocol's padding above / below a
@@ -114,12 +96,8 @@ def _enclosed_air(hu: np.ndarray, spacing: Sequence[float], s: TableRemoval) -> 
     labels, n = ndi.label((hu < s.threshold_hu) & inner[:, None, None])
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
-    border = np.zeros(n + 1, dtype=bool)
-    for face in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        border[np.unique(face)] = True
-    voxel_ml = float(np.prod([float(v) for v in spacing])) / 1000.0
     sizes = np.bincount(labels.ravel(), minlength=n + 1) * voxel_ml
-    keep = (~border) & (sizes >= s.min_lung_ml)
+    keep = ~in_plane_border_labels(labels, n) & (sizes >= s.min_lung_ml)
     keep[0] = False
     return keep[labels]
 
@@ -141,9 +119,11 @@ def remove_table(
     s = settings or TableRemoval()
     hu = np.asarray(hu, dtype=np.float32)
     voxel_ml = float(np.prod([float(v) for v in spacing])) / 1000.0
-    body, dense = _body(hu, spacing, s)
-    removed = dense & ~body
-    lungs = _enclosed_air(hu, spacing, s)
+    radius = int(round(s.opening_mm / min(float(v) for v in spacing)))
+    body = body_mask(hu, s.threshold_hu, radius, s.keep_fraction, grow_back=True)
+    body = ndi.binary_dilation(body, structure=ball(1))  # the partial-volume skin
+    removed = (hu > s.threshold_hu) & ~body
+    lungs = _enclosed_air(hu, voxel_ml, s)
     lungs_ml = float(lungs.sum()) * voxel_ml
     if lungs.any():
         enclosed = float((lungs & body).sum() / lungs.sum())
