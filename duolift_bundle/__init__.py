@@ -17,8 +17,9 @@ The package holds everything the bundle configs reference by ``_target_``:
 - :mod:`duolift_bundle.viz` -- figures
 - :mod:`duolift_bundle.shipped` -- the shipped files' recorded hashes, and the guard against
   overwriting them
-- :mod:`duolift_bundle.errors` -- the base of the bundle's errors; importing the package chains
-  ``sys.excepthook`` so that an uncaught bundle error is repeated as the last line of output
+- :mod:`duolift_bundle.errors` -- the base of the bundle's errors, and the hook (installed by the
+  configs' ``initialize`` and the scripts, not by importing the package) that repeats an uncaught
+  bundle error as the last line of output
 
 Axis convention (the one convention of the whole bundle, see ``docs/README.md``): a CT volume is
 ``(C, D, H, W)`` with D running superior -> inferior, H anterior -> posterior and W patient right
@@ -30,12 +31,6 @@ from the patient's left side).
 
 from __future__ import annotations
 
-from duolift_bundle.errors import install_last_line_hook
-
 __version__ = "0.10.0"  # the one version: pyproject.toml reads it, configs/metadata.json must match
 
 __all__ = ["__version__"]
-
-# MONAI wraps every config error in "Failed to evaluate ConfigExpression"; the bundle's own
-# message (the file and the problem) is printed again as the last line (duolift_bundle.errors)
-install_last_line_hook()

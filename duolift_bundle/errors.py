@@ -7,26 +7,73 @@ message names the file or setting and what is wrong.
 ``python -m monai.bundle run`` evaluates configs through MONAI's ``ConfigExpression``, which wraps
 any exception in ``RuntimeError: Failed to evaluate ConfigExpression ...``; a transform failure is
 wrapped again in ``RuntimeError: applying transform ...``. The bundle's message then sits in the
-middle of a long traceback. :func:`install_last_line_hook` (installed when the package is imported)
-keeps Python's traceback and prints the innermost :class:`DuoLiftError` of the chain (else the
-chain's root cause) once more as the very last line, ``error: <Type>: <message>``, and ends the
-process there with status 1 (the interpreter's teardown could otherwise print after it). An
-exception that wraps nothing is printed exactly as before.
+middle of a long traceback. :func:`install_last_line_hook` keeps Python's traceback and prints
+the innermost :class:`DuoLiftError` of the chain (else the chain's root cause) once more as the
+last line, ``error: <Type>: <message>``; the interpreter then ends as usual (status 1, atexit
+handlers such as MLflow's run end still run). An exception that wraps nothing is printed exactly
+as before.
+
+The hook is installed by the bundle's entry points (the configs' ``initialize``, the scripts'
+``main`` blocks), never by importing the package: a host that imports it (the MONAI Label server,
+a notebook) keeps its own ``sys.excepthook``.
+
+:func:`failure_reason` is the one-line reason of a failed case, used by every batch that goes on
+past a bad case (preparation, inference, evaluation).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from types import TracebackType
 from typing import Optional
 
-__all__ = ["DuoLiftError", "user_error", "error_line", "install_last_line_hook"]
+__all__ = [
+    "DuoLiftError",
+    "ConfigError",
+    "ShapeError",
+    "InputFileError",
+    "MissingFileError",
+    "MissingKeyError",
+    "RunError",
+    "user_error",
+    "error_line",
+    "failure_reason",
+    "install_last_line_hook",
+]
 
 
 class DuoLiftError(Exception):
     """Base of the bundle's errors about input, settings or files; the message is meant for the user."""
+
+
+class ConfigError(DuoLiftError, ValueError):
+    """A setting (a config key, a spec's field, an argument a config passes) that is unknown or has
+    a value the bundle cannot use; the message names the setting, the value and what is allowed."""
+
+
+class ShapeError(DuoLiftError, ValueError):
+    """An array or tensor of a shape the receiving step cannot take; the message gives both shapes."""
+
+
+class InputFileError(DuoLiftError, ValueError):
+    """A file (datalist, checkpoint, weights, volume) whose content the bundle cannot use; the
+    message names the file."""
+
+
+class MissingFileError(DuoLiftError, FileNotFoundError):
+    """A file or folder the run needs is not there; the message names it and how to make it."""
+
+
+class MissingKeyError(DuoLiftError, KeyError):
+    """An entry a step needs (a datalist field, a batch key, a metric) is not there."""
+
+    def __str__(self) -> str:  # KeyError would print the message as a quoted repr
+        return str(self.args[0]) if self.args else ""
+
+
+class RunError(DuoLiftError, RuntimeError):
+    """The run's environment cannot do what was asked (not started by torchrun, a third-party
+    model's classes changed)."""
 
 
 def user_error(exc: Optional[BaseException]) -> Optional[BaseException]:
@@ -54,18 +101,19 @@ def error_line(exc: Optional[BaseException]) -> Optional[str]:
     return f"error: {type(err).__name__}: {str(err).strip()}"
 
 
+def failure_reason(exc: BaseException) -> str:
+    """``"<Type>: <message>"`` on one line, of :func:`user_error` of ``exc`` (the bundle's own
+    error under MONAI's ``applying transform`` / ``ConfigExpression`` wrappers, else the root cause)."""
+    err = user_error(exc) or exc
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
 def _hook(exc_type: type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> None:
     _hook.previous(exc_type, exc, tb)  # type: ignore[attr-defined]
     line = error_line(exc)
     if line is not None:
         sys.stderr.flush()
         print(line, file=sys.stderr, flush=True)
-        # end here, with status 1: the interpreter's teardown of a failed run can still print
-        # after this line (a worker thread's native "terminate called ..."), and nothing is left
-        # to clean up that matters once every output was written atomically
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(1)
 
 
 def install_last_line_hook() -> None:

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from duolift_bundle.constants import HU_MAX, HU_MIN
+from duolift_bundle.errors import ConfigError
 
 __all__ = [
     "grid_affine",
@@ -123,14 +124,14 @@ class CTProtocol:
         if isinstance(self.table_removal, Mapping):  # a dict from a config or meta.json
             object.__setattr__(self, "table_removal", TableRemoval(**self.table_removal))
         if self.z_anchor not in Z_ANCHORS:
-            raise ValueError(f"z_anchor must be one of {Z_ANCHORS}, got {self.z_anchor!r}")
+            raise ConfigError(f"z_anchor must be one of {Z_ANCHORS}, got {self.z_anchor!r}")
         if not (self.spacing > 0 and self.crop_size >= 1 and self.size >= 1):
-            raise ValueError(
+            raise ConfigError(
                 f"the CT protocol needs positive spacing / sizes, got spacing={self.spacing}, "
                 f"crop_size={self.crop_size}, size={self.size}"
             )
         if len(self.hu_window) != 2 or not self.hu_window[1] > self.hu_window[0]:
-            raise ValueError(f"hu_window must be an increasing pair, got {self.hu_window}")
+            raise ConfigError(f"hu_window must be an increasing pair, got {self.hu_window}")
 
     @property
     def fov_mm(self) -> float:
@@ -173,13 +174,15 @@ class DRRGeometry:
 
     def __post_init__(self) -> None:
         if self.sad is not None and not (0 < self.sad < self.sid):
-            raise ValueError(f"DRR geometry needs 0 < sad < sid, got sad={self.sad}, sid={self.sid}")
+            raise ConfigError(f"DRR geometry needs 0 < sad < sid, got sad={self.sad}, sid={self.sid}")
         if self.detector_size <= 0 or self.detector_pixels < 1 or self.output_size < 1:
-            raise ValueError(f"DRR detector must have positive size and pixel counts, got {self}")
+            raise ConfigError(f"DRR detector must have positive size and pixel counts, got {self}")
         if self.frontal_source not in ("posterior", "anterior"):
-            raise ValueError(f"frontal_source must be 'posterior' (PA) or 'anterior' (AP), got {self.frontal_source!r}")
+            raise ConfigError(
+                f"frontal_source must be 'posterior' (PA) or 'anterior' (AP), got {self.frontal_source!r}"
+            )
         if self.lateral_source not in ("right", "left"):
-            raise ValueError(f"lateral_source must be 'right' or 'left', got {self.lateral_source!r}")
+            raise ConfigError(f"lateral_source must be 'right' or 'left', got {self.lateral_source!r}")
 
     @property
     def pixel_size(self) -> float:
@@ -225,7 +228,7 @@ class DRRSettings:
         if isinstance(self.geometry, Mapping):  # a dict read back from meta.json
             object.__setattr__(self, "geometry", DRRGeometry(**self.geometry))
         if self.normalize not in DRR_NORMALIZE:
-            raise ValueError(f"DRR normalize must be one of {DRR_NORMALIZE}, got {self.normalize!r}")
+            raise ConfigError(f"DRR normalize must be one of {DRR_NORMALIZE}, got {self.normalize!r}")
 
 
 _CT_FIELDS = {f.name for f in dataclasses.fields(CTProtocol)}
@@ -261,7 +264,7 @@ class Protocol:
         unknown = sorted(set(settings) - set(ct) - set(geometry) - set(drr))
         if unknown:
             known = sorted(_CT_FIELDS | _GEOMETRY_FIELDS | _DRR_FIELDS)
-            raise ValueError(f"unknown protocol setting(s) {unknown}; the settings are {known}")
+            raise ConfigError(f"unknown protocol setting(s) {unknown}; the settings are {known}")
         size = int(CTProtocol.size if size is None else size)
         geometry.setdefault("output_size", size)
         if "hu_window" in ct:

@@ -13,10 +13,19 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from duolift_bundle.errors import DuoLiftError
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "check_writable", "OutputNotWritableError"]
+__all__ = [
+    "atomic_path",
+    "atomic_dir",
+    "write_json",
+    "read_json",
+    "write_case_list",
+    "check_writable",
+    "OutputNotWritableError",
+]
 
 
 class OutputNotWritableError(DuoLiftError, PermissionError):
@@ -90,6 +99,17 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def read_json(path: str | os.PathLike):
     with open(path) as f:
         return json.load(f)
+
+
+def write_case_list(path: str | os.PathLike, cases: dict[str, Any]) -> None:
+    """Write ``{case: reason}`` (``failed.json``, ``skipped.json``) atomically when it holds a case;
+    remove a stale file of an earlier run otherwise. The one writer of failed cases: preparation,
+    inference and evaluation all list theirs through it."""
+    target = Path(path)
+    if cases:
+        write_json(target, dict(cases))
+    elif target.exists():
+        target.unlink()
 
 
 def check_writable(folder: str | os.PathLike) -> bool:

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from duolift_bundle.constants import hu_to_unit
+from duolift_bundle.errors import ConfigError, ShapeError
 
 __all__ = [
     "reconstruction_terms",
@@ -43,7 +44,7 @@ __all__ = [
 
 def _difference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {list(pred.shape)} differs from target shape {list(target.shape)}")
+        raise ShapeError(f"prediction shape {list(pred.shape)} differs from target shape {list(target.shape)}")
     return pred - target
 
 
@@ -69,7 +70,7 @@ def reconstruction_terms(
     terms = _mse_l1(diff, "recon")
     if mask is not None:
         if mask.shape != pred.shape:
-            raise ValueError(f"lung mask shape {list(mask.shape)} differs from volume shape {list(pred.shape)}")
+            raise ShapeError(f"lung mask shape {list(mask.shape)} differs from volume shape {list(pred.shape)}")
         terms.update(_mse_l1(diff * mask.to(diff.dtype), "inside"))  # M*I - M*I_hat
     return terms
 
@@ -95,7 +96,7 @@ def adversarial_loss(logits: torch.Tensor, real: bool, mode: str = "bce") -> tor
         return F.binary_cross_entropy_with_logits(logits, target)
     if mode == "lsgan":
         return F.mse_loss(logits, target)
-    raise ValueError(f"adversarial mode must be 'bce' or 'lsgan', got {mode!r}")
+    raise ConfigError(f"adversarial mode must be 'bce' or 'lsgan', got {mode!r}")
 
 
 class DuoLiftGeneratorLoss(nn.Module):
@@ -127,9 +128,9 @@ class DuoLiftGeneratorLoss(nn.Module):
     ) -> None:
         super().__init__()
         if adversarial not in ("bce", "lsgan"):
-            raise ValueError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
+            raise ConfigError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
         if min(alpha, beta, deep_supervision_weight, bone_weight) < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"loss weights must be >= 0, got alpha={alpha}, beta={beta}, "
                 f"deep_supervision_weight={deep_supervision_weight}, bone_weight={bone_weight}"
             )
@@ -150,7 +151,7 @@ class DuoLiftGeneratorLoss(nn.Module):
         aux: Sequence[torch.Tensor] = (),
     ) -> dict[str, torch.Tensor]:
         if self.masked and mask is None:
-            raise ValueError("the masked loss (Eq. 3-4) needs the lung mask; set masked=False for DuoLift-CNN")
+            raise ConfigError("the masked loss (Eq. 3-4) needs the lung mask; set masked=False for DuoLift-CNN")
         terms = reconstruction_terms(pred, target, mask if self.masked else None)
         total = self.alpha * sum(terms.values())
         if self.bone_weight > 0:
@@ -177,7 +178,7 @@ class DuoLiftDiscriminatorLoss(nn.Module):
     def __init__(self, beta: float = 0.01, adversarial: str = "bce") -> None:
         super().__init__()
         if adversarial not in ("bce", "lsgan"):
-            raise ValueError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
+            raise ConfigError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
         self.beta = beta
         self.adversarial = adversarial
 

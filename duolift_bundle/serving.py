@@ -33,7 +33,7 @@ from duolift_bundle.constants import VIEWS
 from duolift_bundle.data.ct_io import ITK_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file
 from duolift_bundle.data.discovery import NoCaseFoundError, discover_cases
 from duolift_bundle.data.xray_io import XRAY_SUFFIXES
-from duolift_bundle.errors import DuoLiftError
+from duolift_bundle.errors import ConfigError, DuoLiftError
 from duolift_bundle.io_utils import read_json
 
 __all__ = [
@@ -235,7 +235,7 @@ class Reconstructor:
 
         unknown = sorted(set(settings or {}) - set(REQUEST_SETTINGS))
         if unknown:
-            raise ValueError(f"a request may set {', '.join(REQUEST_SETTINGS)}; not {', '.join(unknown)}")
+            raise ConfigError(f"a request may set {', '.join(REQUEST_SETTINGS)}; not {', '.join(unknown)}")
         staged = os.fspath(source if os.path.isdir(source) else os.path.dirname(source)) + os.sep
 
         def relative(text: str) -> str:  # the client's names, not the staging folder's

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from duolift_bundle.constants import VIEWS
-from duolift_bundle.errors import DuoLiftError
+from duolift_bundle.errors import DuoLiftError, ShapeError
 from duolift_bundle.io_utils import atomic_path
 
 __all__ = ["tri_planar", "case_figure", "case_figures", "comparison_figure", "inference_figure", "FigureExistsError"]
@@ -34,7 +34,7 @@ def tri_planar(volume, index: Sequence[int] | None = None) -> tuple[np.ndarray, 
     if v.ndim == 4:
         v = v[0]
     if v.ndim != 3:
-        raise ValueError(f"tri_planar expects a 3D volume, got shape {v.shape}")
+        raise ShapeError(f"tri_planar expects a 3D volume, got shape {v.shape}")
     z, y, x = index if index is not None else (s // 2 for s in v.shape)
     return v[z], v[:, y], v[:, :, x]
 

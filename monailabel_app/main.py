@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import duolift_bundle
+from duolift_bundle.errors import ConfigError, MissingFileError
 from duolift_bundle.serving import REQUEST_SETTINGS
 from fastapi import HTTPException
 from lib.infers import DuoLiftReconstruction
@@ -52,14 +53,14 @@ class DuoLiftApp(MONAILabelApp):
         self.bundle_root = os.path.realpath(conf.get("bundle_root", os.path.join(app_dir, "..")))
         record = os.path.join(self.bundle_root, "docs", "shipped_models.json")
         if not os.path.isfile(record):
-            raise FileNotFoundError(f"{record}: not found; --conf bundle_root must be the DuoLift bundle's folder")
+            raise MissingFileError(f"{record}: not found; --conf bundle_root must be the DuoLift bundle's folder")
         with open(record) as f:
             self.shipped = json.load(f)["models"]
         wanted = conf.get("models", "all")
         keys = [m[0] for m in MODELS.values()] if wanted == "all" else [k.strip() for k in wanted.split(",")]
         unknown = sorted(set(keys) - {m[0] for m in MODELS.values()})
         if unknown:
-            raise ValueError(f"--conf models: unknown {unknown}; choose all, double_view, single_view")
+            raise ConfigError(f"--conf models: unknown {unknown}; choose all, double_view, single_view")
         self.keys = keys
         self.overrides = {k: _value(conf[k]) for k in CONF_KEYS if k in conf}
         super().__init__(

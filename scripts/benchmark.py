@@ -33,6 +33,7 @@ import fire
 import numpy as np
 import torch
 import torch.nn.functional as F
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector, hu_to_mu
 
@@ -271,4 +272,5 @@ def main(
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main)

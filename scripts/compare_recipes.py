@@ -18,6 +18,7 @@ import sys
 
 import fire
 from duolift_bundle.engines import comparison
+from duolift_bundle.errors import ConfigError, install_last_line_hook
 
 STAGES = ("all", "data", "train", "evaluate")
 
@@ -25,7 +26,7 @@ STAGES = ("all", "data", "train", "evaluate")
 def main(spec: str = "configs/compare.yaml", out: str = "runs/compare", stage: str = "all", **overrides) -> int:
     """Run STAGE of the comparison SPEC into OUT; returns 1 when a training run failed."""
     if stage not in STAGES:
-        raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
+        raise ConfigError(f"--stage must be one of {STAGES}, got {stage!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = comparison.ComparisonSpec.from_file(spec, **overrides)
     runs = comparison.plan_runs(cfg, out)
@@ -42,4 +43,5 @@ def main(spec: str = "configs/compare.yaml", out: str = "runs/compare", stage: s
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     sys.exit(fire.Fire(main))

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import fire
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.io_utils import atomic_dir, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,4 +152,5 @@ def export(out: str, name: str = NAME) -> Path:
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(export, serialize=lambda result: None)

@@ -19,6 +19,7 @@ import fire
 import nibabel as nib
 import numpy as np
 from duolift_bundle.constants import hu_to_unit
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.viz import comparison_figure
 
 
@@ -56,4 +57,5 @@ def main(target: str, recon, out: str, names=None, index=None, title: str = "") 
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main)

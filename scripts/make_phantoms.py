@@ -13,6 +13,7 @@ import sys
 import fire
 from duolift_bundle.data.phantoms import make_phantom_set
 from duolift_bundle.data.prepare import format_summary
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import CTProtocol, Protocol
 
 
@@ -55,4 +56,5 @@ def main(
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main)

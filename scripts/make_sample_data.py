@@ -30,6 +30,7 @@ import numpy as np
 from duolift_bundle.constants import HU_MAX, HU_MIN
 from duolift_bundle.data.phantoms import make_phantom_set
 from duolift_bundle.data.prepare import prepare
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.io_utils import atomic_dir, read_json, write_json
 
@@ -109,4 +110,5 @@ def main(
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main)

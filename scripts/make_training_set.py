@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fire
 from duolift_bundle.data.training_sets import compose_datalist
+from duolift_bundle.errors import install_last_line_hook
 
 
 def main(
@@ -28,4 +29,5 @@ def main(
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main)

@@ -18,6 +18,7 @@ import numpy as np
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.realism import STATISTICS, chest_statistics, compare
 from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import read_json, write_json
 
@@ -87,4 +88,5 @@ def main(real: str, phantoms: str, out: str, before: str | None = None) -> None:
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     sys.exit(fire.Fire(main))

@@ -14,7 +14,9 @@ import sys
 
 import fire
 from duolift_bundle.data.prepare import main
+from duolift_bundle.errors import install_last_line_hook
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     # the exit code (0, or 1 when a case failed) is the status, not output: fire would print it
     sys.exit(fire.Fire(main, serialize=lambda code: None))

@@ -40,6 +40,7 @@ from pathlib import Path
 import fire
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.sample import sample_dir
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.io_utils import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,4 +182,5 @@ def main(out: str = "demo", lpips: bool = False) -> None:
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main)

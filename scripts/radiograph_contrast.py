@@ -31,6 +31,7 @@ from duolift_bundle.constants import VIEWS
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
 from duolift_bundle.data.sample import real_radiograph, sample_dir
 from duolift_bundle.data.xray_placement import field_mm
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.io_utils import write_json
 from duolift_bundle.metrics.image import psnr_3d, psnr_image, ssim_3d
 from duolift_bundle.transforms.consistency import ProjectionConsistencyd
@@ -136,4 +137,5 @@ def main(out: str = "docs/radiograph_contrast.json") -> None:
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main, serialize=lambda result: None)

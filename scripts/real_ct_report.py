@@ -35,6 +35,7 @@ import torch
 from duolift_bundle.constants import hu_to_unit, unit_to_hu
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.io_utils import write_json
 from duolift_bundle.metrics.image import psnr_2d, psnr_3d, ssim_2d, ssim_3d
 
@@ -160,4 +161,5 @@ def main(
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     sys.exit(fire.Fire(main))

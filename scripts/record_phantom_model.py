@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import fire
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.shipped import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,4 +155,5 @@ def main(
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     sys.exit(fire.Fire(main))

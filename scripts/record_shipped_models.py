@@ -26,7 +26,8 @@ from pathlib import Path
 
 import fire
 import torch
-from duolift_bundle.shipped import file_sha256
+from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.shipped import ShippedFileError, file_sha256
 from record_phantom_model import _per_case, validation_curve  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def _write_once(path: Path, data: bytes, replace: bool) -> str:
     from duolift_bundle.io_utils import atomic_path
 
     if path.exists() and path.read_bytes() != data and not replace:
-        raise FileExistsError(f"{path}: a different shipped file is there; pass --replace True to replace it")
+        raise ShippedFileError(f"{path}: a different shipped file is there; pass --replace True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
@@ -126,7 +127,7 @@ def export(
             print(f"{BASELINES[key]}: unchanged")
             continue
         if path.exists() and not replace:
-            raise FileExistsError(f"{path}: a different shipped file is there; pass --replace True to replace it")
+            raise ShippedFileError(f"{path}: a different shipped file is there; pass --replace True to replace it")
         volume.save(str(path))
         print(f"{BASELINES[key]}: {file_sha256(path)[:16]}...")
 
@@ -237,4 +238,5 @@ def sample(sample: str = "demo", out: str | Path = RECORD) -> None:
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     sys.exit(fire.Fire({"export": export, "record": record, "sample": sample}))

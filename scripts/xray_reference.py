@@ -23,6 +23,7 @@ from duolift_bundle.constants import VIEWS
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
 from duolift_bundle.data.xray_contrast import N_QUANTILES, reference_quantiles, write_reference
+from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.io_utils import read_json
 
 
@@ -51,4 +52,5 @@ def main(datalist: str, out: str, cases: str | list[str] | None = None, n_quanti
 
 
 if __name__ == "__main__":
+    install_last_line_hook()  # the bundle's message is the last line of a failure
     fire.Fire(main, serialize=lambda result: None)

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.contract import CheckContractd
 from duolift_bundle.transforms.drr import DRRd
@@ -84,10 +85,10 @@ def drr_augmentation(
     """
     p = protocol or Protocol()
     if views not in (1, 2):
-        raise ValueError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+        raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
     for name, value in (("scale", scale), ("noise_std", noise_std), ("prob", prob)):
         if value < 0:
-            raise ValueError(f"drr_augmentation: {name} must be >= 0, got {value}")
+            raise ConfigError(f"drr_augmentation: {name} must be >= 0, got {value}")
     voxel = p.ct.voxel_mm
     rad = math.radians(rotate_deg)
     spatial = Rand3DElasticd(

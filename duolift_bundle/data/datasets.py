@@ -28,6 +28,7 @@ from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.splits import SPLITS, assign_splits
 from duolift_bundle.data.x2ct_h5 import LoadX2CTH5d, find_x2ct_cases
+from duolift_bundle.errors import ConfigError, MissingFileError, MissingKeyError
 from duolift_bundle.geometry import CTProtocol, Protocol
 from duolift_bundle.io_utils import read_json
 from duolift_bundle.transforms.contract import CheckContractd
@@ -57,7 +58,7 @@ _FILE_KEYS = (CT_KEY, LUNG_MASK_KEY)
 def xray_keys(views: int) -> list[str]:
     """Datalist keys of the X-ray files: ``xray_frontal`` (+ ``xray_lateral``)."""
     if views not in (1, 2):
-        raise ValueError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+        raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
     return [f"xray_{v}" for v in VIEWS[:views]]
 
 
@@ -72,9 +73,9 @@ def load_datalist(
     """
     path = os.fspath(path)
     if split not in SPLITS:
-        raise KeyError(f"split must be one of {SPLITS}, got {split!r}")
+        raise MissingKeyError(f"split must be one of {SPLITS}, got {split!r}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path}: datalist not found. Make data and point the run at it: python scripts/make_phantoms.py "
             "--out data/phantoms --n 12 --size 64, then --dataset_dir data/phantoms --size 64 (or "
             "scripts/prepare_data.py --src <your CTs> --out data/mine, then --dataset_dir data/mine)"
@@ -88,12 +89,12 @@ def load_datalist(
         case = item.get("case", "<unnamed>")
         for key in needed:
             if key not in item:
-                raise KeyError(f"{path}: case {case!r} in '{split}' has no '{key}' entry")
+                raise MissingKeyError(f"{path}: case {case!r} in '{split}' has no '{key}' entry")
         for key, value in list(item.items()):
             if isinstance(value, str) and (key in needed or key.endswith("_label")):
                 full = value if os.path.isabs(value) else os.path.join(base, value)
                 if check_files and not os.path.isfile(full):
-                    raise FileNotFoundError(f"{path}: case {case!r} lists '{key}' = {full}, which does not exist")
+                    raise MissingFileError(f"{path}: case {case!r} lists '{key}' = {full}, which does not exist")
                 item[key] = full
         items.append(item)
     return items
@@ -165,7 +166,7 @@ def raw_ct_dataset(
     cases = found.cases
     if split is not None:
         if split not in SPLITS:
-            raise KeyError(f"split must be one of {SPLITS} or None, got {split!r}")
+            raise MissingKeyError(f"split must be one of {SPLITS} or None, got {split!r}")
         assigned = assign_splits([c.case_id for c in cases], scheme=scheme, fractions=fractions, seed=seed)
         cases = [c for c in cases if assigned[c.case_id] == split]
     items = [{"case": c.case_id, CT_KEY: c.path, **({"series": c.series} if c.series else {})} for c in cases]
@@ -245,7 +246,7 @@ def make_dataset(
         x2ct_names_file = x2ct_names_file.get(split) if split is not None else None
     if data_format == "prepared":
         if datalist is None:
-            raise ValueError("data_format 'prepared' needs a datalist (datalist.json)")
+            raise ConfigError("data_format 'prepared' needs a datalist (datalist.json)")
         if split is None:  # every split
             parts = [
                 prepared_dataset(datalist, name, views=views, size=protocol.size, cache_rate=0.0) for name in SPLITS
@@ -256,13 +257,13 @@ def make_dataset(
         )
     if data_format == "raw":
         if raw_source is None:
-            raise ValueError("data_format 'raw' needs raw_source (a folder of CTs)")
+            raise ConfigError("data_format 'raw' needs raw_source (a folder of CTs)")
         return raw_ct_dataset(
             raw_source, split, views, protocol, cache_dir=raw_cache_dir, seed=seed, num_workers=num_workers
         )
     if data_format == "x2ct":
         if x2ct_root is None:
-            raise ValueError("data_format 'x2ct' needs x2ct_root")
+            raise ConfigError("data_format 'x2ct' needs x2ct_root")
         return x2ct_h5_dataset(
             x2ct_root,
             x2ct_names_file,
@@ -271,4 +272,4 @@ def make_dataset(
             xray_size=protocol.xray_size,
             num_workers=num_workers,
         )
-    raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+    raise ConfigError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")

@@ -38,6 +38,7 @@ import nibabel as nib
 import numpy as np
 from duolift_bundle.data.discovery import CaseSource
 from duolift_bundle.data.prepare import prepare
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import CTProtocol, Protocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
 from scipy import ndimage as ndi
@@ -166,7 +167,7 @@ def make_phantom(seed: int, size: int = 128, fov: float = FOV_MM, noise_hu: floa
             :data:`PHANTOM_RANGES`).
     """
     if size < 16:
-        raise ValueError(f"phantom size must be >= 16, got {size}")
+        raise ConfigError(f"phantom size must be >= 16, got {size}")
     rng = np.random.default_rng(seed)
     z, y, x = _grid(size, fov)
     shape = (size, size, size)
@@ -467,7 +468,7 @@ def make_phantom_set(
     ``protocol`` defaults to :meth:`Protocol.build` at ``size`` (lazy resampling: the phantoms
     already lie on the protocol's grid)."""
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise ConfigError(f"n must be >= 1, got {n}")
     protocol = protocol or Protocol.build(size, lazy=True)
     raw = Path(out) / "raw"
     sources = []

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from duolift_bundle.constants import CT_KEY, FAILED_NAME, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.discovery import CaseSource, discover_cases
-from duolift_bundle.data.raw_chain import raw_ct_chain, transform_error
+from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.splits import SPLITS, assign_splits
 from duolift_bundle.data.x2ct_h5 import X2CT_FILENAME, write_x2ct_h5
+from duolift_bundle.errors import ConfigError, failure_reason
 from duolift_bundle.geometry import Protocol
-from duolift_bundle.io_utils import atomic_dir, read_json, write_json
+from duolift_bundle.io_utils import atomic_dir, read_json, write_case_list, write_json
 from duolift_bundle.transforms.table import REPORT_KEY
 
 __all__ = ["prepare_case", "prepare", "write_datalist", "format_summary", "DATALIST_NAME", "FAILED_NAME", "FORMATS"]
@@ -45,7 +46,7 @@ FORMATS = ("nifti", "x2ct-h5")
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     bad = [f for f in formats if f not in FORMATS]
     if bad:
-        raise ValueError(f"unknown output format(s) {bad}; choose from {FORMATS}")
+        raise ConfigError(f"unknown output format(s) {bad}; choose from {FORMATS}")
     return tuple(formats)
 
 
@@ -117,8 +118,7 @@ def _worker(args: tuple[CaseSource, str, Protocol, tuple[str, ...], int]) -> tup
     try:
         return source.case_id, prepare_case(source, out_root, protocol, formats), None
     except Exception as exc:  # one bad case must not stop the others; the reason is reported
-        exc = transform_error(exc)
-        return source.case_id, None, f"{type(exc).__name__}: {exc}"
+        return source.case_id, None, failure_reason(exc)
 
 
 def _finished_entries(out_root: Path) -> dict[str, dict]:
@@ -200,7 +200,7 @@ def prepare(
         cases = list(sources)
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate case ids among sources: {sorted({i for i in ids if ids.count(i) > 1})}")
+        raise ConfigError(f"duplicate case ids among sources: {sorted({i for i in ids if ids.count(i) > 1})}")
     done = set() if overwrite else set(_finished_entries(out_root))
     todo = [c for c in cases if c.case_id not in done]
     already = [c.case_id for c in cases if c.case_id in done]
@@ -235,12 +235,8 @@ def prepare(
     datalist = write_datalist(
         out_root, scheme=split, seed=seed, fractions=fractions, extra={"protocol": protocol.to_dict()}
     )
-    for name, content in ((FAILED_NAME, failed), (SKIPPED_NAME, skipped_sources)):
-        path = out_root / name
-        if content:
-            write_json(path, content)
-        elif path.exists():
-            path.unlink()
+    write_case_list(out_root / FAILED_NAME, failed)
+    write_case_list(out_root / SKIPPED_NAME, skipped_sources)
     return {
         "prepared": sorted(prepared),
         "already_done": sorted(already),

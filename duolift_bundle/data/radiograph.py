@@ -42,6 +42,7 @@ from duolift_bundle.data.xray_placement import (
     patient_pixel_mm,
     place_on_detector,
 )
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 
 __all__ = ["PLACEMENT", "RadiographSettings", "load_radiograph"]
@@ -77,13 +78,13 @@ class RadiographSettings:
             ("xray_contrast", self.contrast, CONTRAST),
         ):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
         if not self.magnification or float(self.magnification) < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"xray_magnification must be >= 1 (source-detector / source-patient distance), got {self.magnification}"
             )
         if self.contrast == "histogram" and self.reference is None:
-            raise ValueError("xray_contrast 'histogram' needs xray_reference (the training DRRs' histogram file)")
+            raise ConfigError("xray_contrast 'histogram' needs xray_reference (the training DRRs' histogram file)")
 
     def reference_quantiles(self, view: str) -> Optional[np.ndarray]:
         """The reference quantiles of ``view``, read once: required with ``contrast="histogram"``

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.ct_io import LoadCTd
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.contract import CheckContractd
 from duolift_bundle.transforms.ct_protocol import ct_protocol
@@ -23,7 +24,7 @@ from duolift_bundle.transforms.lung_mask import LungMaskd
 from monai.data import NibabelReader
 from monai.transforms import Compose, LoadImaged
 
-__all__ = ["raw_ct_chain", "transform_error"]
+__all__ = ["raw_ct_chain"]
 
 
 def raw_ct_chain(protocol: Protocol | None = None, views: int = 2, label_keys: Sequence[str] = ()) -> Compose:
@@ -37,7 +38,7 @@ def raw_ct_chain(protocol: Protocol | None = None, views: int = 2, label_keys: S
     """
     p = protocol or Protocol()
     if views not in (1, 2):
-        raise ValueError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+        raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
     label_keys = list(label_keys)
     steps = [LoadCTd(CT_KEY)]
     if label_keys:
@@ -51,11 +52,3 @@ def raw_ct_chain(protocol: Protocol | None = None, views: int = 2, label_keys: S
     # lazy=None: the nested protocol Compose keeps its own lazy setting (MONAI would otherwise
     # force the outer Compose's lazy=False on it)
     return Compose(steps, lazy=None)
-
-
-def transform_error(exc: BaseException) -> BaseException:
-    """The error a transform of the chain raised, out of MONAI's ``RuntimeError: applying
-    transform ...`` wrappers (its message names the file and the problem)."""
-    while isinstance(exc, RuntimeError) and str(exc).startswith("applying transform") and exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc

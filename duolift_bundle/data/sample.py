@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from duolift_bundle.errors import ConfigError, MissingFileError
+
 __all__ = ["SIZES", "REAL_RADIOGRAPH", "sample_dir", "sample_datalist", "real_radiograph"]
 
 
@@ -15,7 +17,7 @@ def sample_dir(size: int = 128) -> Path:
     """Folder of the embedded sample cases (a real chest CT and two phantoms) prepared at ``size``^3:
     128 (the paper's protocol) or 64 (the size of the CPU demo model, ``configs/demo.yaml``)."""
     if int(size) not in SIZES:
-        raise ValueError(f"the embedded sample is prepared at {SIZES[0]}^3 and {SIZES[1]}^3, not {size}^3")
+        raise ConfigError(f"the embedded sample is prepared at {SIZES[0]}^3 and {SIZES[1]}^3, not {size}^3")
     root = Path(str(resources.files("duolift_bundle") / "sample_data"))
     return root if int(size) == 128 else root / f"size{int(size)}"
 
@@ -41,7 +43,7 @@ def real_radiograph() -> Path:
 
     path = get_testdata_file(REAL_RADIOGRAPH, download=False)
     if not path:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{REAL_RADIOGRAPH}: not found; install the pydicom-data package (pip install pydicom-data==1.0.0)"
         )
     return Path(path)

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import resources
 
+from duolift_bundle.errors import ConfigError
+
 __all__ = ["SPLITS", "lidc_patient_id", "x2ct_test_patients", "assign_splits"]
 
 logger = logging.getLogger(__name__)
@@ -68,10 +70,10 @@ def assign_splits(
         out.update({c: ("validation" if i < n_val else "training") for i, c in enumerate(pool)})
         return out
     if scheme != "seeded":
-        raise ValueError(f"split scheme must be 'auto', 'x2ct' or 'seeded', got {scheme!r}")
+        raise ConfigError(f"split scheme must be 'auto', 'x2ct' or 'seeded', got {scheme!r}")
     f_train, f_val, f_test = (float(f) for f in fractions)
     if min(f_train, f_val, f_test) < 0 or abs(f_train + f_val + f_test - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {tuple(fractions)}")
+        raise ConfigError(f"split fractions must be >= 0 and sum to 1, got {tuple(fractions)}")
     unit = {c: _unit_hash(c, seed) for c in ids}
     out = {c: "training" if h < f_train else ("validation" if h < f_train + f_val else "test") for c, h in unit.items()}
     training = [c for c in ids if out[c] == "training"]

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.errors import ConfigError, InputFileError
 from duolift_bundle.io_utils import write_json
 
 __all__ = ["compose_datalist"]
@@ -56,14 +57,14 @@ def compose_datalist(
     out = os.path.abspath(os.fspath(out))
     base = os.path.dirname(out)
     if real_repeats < 1:
-        raise ValueError(f"real_repeats must be >= 1, got {real_repeats}")
+        raise ConfigError(f"real_repeats must be >= 1, got {real_repeats}")
     real_items = [it for split in SPLITS for it in load_datalist(real, split, views=views)]
     held = []
     for name in holdout:
         hits = [it for it in real_items if name == it["case"] or name in it["case"]]
         if len(hits) != 1:
             found = ", ".join(it["case"] for it in real_items)
-            raise ValueError(f"{real}: holdout {name!r} matches {len(hits)} real cases (cases: {found})")
+            raise InputFileError(f"{real}: holdout {name!r} matches {len(hits)} real cases (cases: {found})")
         held.append(hits[0])
     train_real = [it for it in real_items if it not in held]
     training = [
@@ -74,7 +75,7 @@ def compose_datalist(
     if phantoms is not None:
         training += [it for split in ("training", "validation") for it in load_datalist(phantoms, split, views=views)]
     if not training:
-        raise ValueError(f"{out}: nothing left to train on (every real case is held out and no phantoms given)")
+        raise InputFileError(f"{out}: nothing left to train on (every real case is held out and no phantoms given)")
     # sources carry different extra entries (phantoms: ground-truth labels); a batch collates only
     # entries every item has, so keep those
     common = set.intersection(*(set(it) for it in training + held))

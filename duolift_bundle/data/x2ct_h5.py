@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from duolift_bundle.constants import AIR_HU, HU_MAX
-from duolift_bundle.errors import DuoLiftError
+from duolift_bundle.errors import ConfigError, DuoLiftError, ShapeError
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import atomic_path
 from monai.config import KeysCollection
@@ -49,7 +49,7 @@ def write_x2ct_h5(path: str | os.PathLike, ct: np.ndarray, xray: np.ndarray) -> 
     ct = np.asarray(ct, dtype=np.float32)
     xray = np.asarray(xray, dtype=np.float32)
     if ct.ndim != 3 or xray.ndim != 3 or xray.shape[0] != 2:
-        raise ValueError(f"write_x2ct_h5 needs ct (D, H, W) and xray (2, S, S), got {ct.shape} and {xray.shape}")
+        raise ShapeError(f"write_x2ct_h5 needs ct (D, H, W) and xray (2, S, S), got {ct.shape} and {xray.shape}")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("ct", data=np.clip(ct, 0, 1) * CT_RANGE, compression="gzip", compression_opts=1)
         for i, key in enumerate(("xray1", "xray2")):
@@ -119,7 +119,7 @@ class LoadX2CTH5d(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if views not in (1, 2):
-            raise ValueError(f"views must be 1 or 2, got {views}")
+            raise ConfigError(f"views must be 1 or 2, got {views}")
         self.ct_key, self.xray_key = ct_key, xray_key
         self.size, self.xray_size, self.views = int(size), int(xray_size), int(views)
         self.flip = tuple(bool(f) for f in flip)

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from duolift_bundle.constants import CT_KEY, XRAY_KEY
+from duolift_bundle.errors import MissingKeyError
 
 __all__ = ["prepare_xray_batch", "prepare_inference_batch", "plain"]
 
@@ -20,7 +21,7 @@ def prepare_xray_batch(
     """
     for key in (XRAY_KEY, CT_KEY):
         if key not in batchdata:
-            raise KeyError(
+            raise MissingKeyError(
                 f"batch has no {key!r} entry (keys: {sorted(batchdata)}); see the data contract in docs/README.md"
             )
     # plain tensors: the networks need no image metadata, and MetaTensor bookkeeping on every

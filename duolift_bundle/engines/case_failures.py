@@ -11,7 +11,7 @@ Three pieces, wired in ``configs/inference.yaml`` (``evaluate.yaml`` inherits th
 - :class:`CaseTolerantEvaluator` (a MONAI ``SupervisedEvaluator``) records those, runs the rest,
   and also records a case whose network pass or post-processing (metrics, writing) raises. It
   holds ``failed_cases`` ``{case: reason}``; the report handlers write them into ``summary.json``
-  and ``failed.json`` (:func:`write_failures`) and :func:`exit_if_failed` ends the run with a
+  and ``failed.json`` (:func:`duolift_bundle.io_utils.write_case_list`) and :func:`exit_if_failed` ends the run with a
   non-zero status and a last line that names each failed case and its reason.
 
 Ignite stops a run at the first exception and MONAI's evaluators have no per-item error
@@ -28,8 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from duolift_bundle.constants import FAILED_NAME
-from duolift_bundle.errors import user_error
-from duolift_bundle.io_utils import write_json
+from duolift_bundle.errors import failure_reason
 from ignite.engine import Engine, Events
 from monai.data import list_data_collate
 from monai.engines import SupervisedEvaluator
@@ -42,8 +41,6 @@ __all__ = [
     "CaseGuard",
     "collate_cases",
     "CaseTolerantEvaluator",
-    "failure_reason",
-    "write_failures",
     "exit_if_failed",
 ]
 
@@ -53,12 +50,6 @@ logger = logging.getLogger(__name__)
 FAILED_KEY = "failed"
 #: a collated batch's list of failed items
 FAILED_CASES_KEY = "failed_cases"
-
-
-def failure_reason(exc: BaseException) -> str:
-    """``"<Type>: <message>"`` of the bundle's own error in ``exc``'s chain (the clear one), else of ``exc``."""
-    err = user_error(exc) or exc
-    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 class CaseGuard(Dataset):
@@ -151,15 +142,6 @@ class CaseTolerantEvaluator(SupervisedEvaluator):
             return []
         self.n_done += len(cases) or 1
         return output
-
-
-def write_failures(output_dir: str | os.PathLike, failed: Mapping[str, str]) -> None:
-    """Write ``<output_dir>/failed.json`` ``{case: reason}`` when a case failed; remove a stale one otherwise."""
-    path = os.path.join(os.fspath(output_dir), FAILED_NAME)
-    if failed:
-        write_json(path, dict(failed))
-    elif os.path.exists(path):
-        os.remove(path)
 
 
 def exit_if_failed(evaluator: Engine, output_dir: str | os.PathLike, shown: int = 3) -> None:

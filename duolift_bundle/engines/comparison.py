@@ -46,6 +46,7 @@ import torch
 from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.errors import ConfigError, InputFileError
 from duolift_bundle.io_utils import atomic_path, read_json, write_json
 
 __all__ = ["ComparisonSpec", "Run", "plan_runs", "prepare_folds", "train_runs", "evaluate_runs", "format_table"]
@@ -102,15 +103,15 @@ class ComparisonSpec:
 
     def __post_init__(self) -> None:
         if not self.recipes and not self.models:
-            raise ValueError("a comparison needs at least one recipe or model")
+            raise ConfigError("a comparison needs at least one recipe or model")
         for name, overrides in {**self.recipes, **self.models}.items():
             if int(overrides.get("views", 2)) not in (1, 2):
-                raise ValueError(f"recipe {name}: views must be 1 or 2, got {overrides.get('views')}")
+                raise ConfigError(f"recipe {name}: views must be 1 or 2, got {overrides.get('views')}")
         for name, model in self.models.items():
             if "weights" not in model or not model.get("folds"):
-                raise ValueError(f"model {name}: needs its weights file and the folds it may be scored on")
+                raise ConfigError(f"model {name}: needs its weights file and the folds it may be scored on")
         if self.budget_s <= 0 or self.parallel < 1 or self.threads < 1:
-            raise ValueError(f"budget_s, parallel and threads must be positive, got {self}")
+            raise ConfigError(f"budget_s, parallel and threads must be positive, got {self}")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "ComparisonSpec":
@@ -121,7 +122,7 @@ class ComparisonSpec:
             doc = yaml.safe_load(f) or {}
         unknown = sorted((set(doc) | set(overrides)) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(
+            raise InputFileError(
                 f"{path}: unknown setting(s) {unknown}; the settings are {sorted(cls.__dataclass_fields__)}"
             )
         for key, value in overrides.items():
@@ -284,7 +285,7 @@ def _case_files(spec: ComparisonSpec, items: Sequence[dict]) -> dict[str, dict]:
     for fold in spec.folds:
         hits = [it for it in items if fold in it["case"]]
         if len(hits) != 1:
-            raise ValueError(f"{spec.real}: fold {fold!r} matches {len(hits)} cases (needs exactly one)")
+            raise InputFileError(f"{spec.real}: fold {fold!r} matches {len(hits)} cases (needs exactly one)")
         found[fold] = hits[0]
     return found
 

@@ -11,21 +11,17 @@ import logging
 import sys
 from typing import Optional, Sequence, Sized
 
-from duolift_bundle.errors import DuoLiftError
+from duolift_bundle.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "check_training_settings", "check_overrides", "check_datasets"]
+__all__ = ["check_training_settings", "check_overrides", "check_datasets"]
 
 #: Arguments of ``monai.bundle run`` / ``verify_net_in_out`` that are not config ids.
 RUN_ARGS = {
     "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
     "workflow_type", "workflow_name", "properties_path", "net_id", "filepath", "ckpt_file", "key_in_ckpt",
 }  # fmt: skip
-
-
-class ConfigError(DuoLiftError, ValueError):
-    """A training config with an unknown key or an impossible value."""
 
 
 def check_training_settings(

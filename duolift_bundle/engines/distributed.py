@@ -7,6 +7,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from duolift_bundle.errors import RunError
 from duolift_bundle.io_utils import write_json
 from duolift_bundle.networks.loading import unwrap
 
@@ -16,7 +17,7 @@ __all__ = ["init_distributed", "local_device", "weights_digest", "write_rank_dig
 def init_distributed() -> bool:
     """Join the process group started by ``torchrun`` (NCCL on GPUs, gloo on CPU)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise RuntimeError("multi_gpu_train.yaml must be started by torchrun (RANK / WORLD_SIZE are not set)")
+        raise RunError("multi_gpu_train.yaml must be started by torchrun (RANK / WORLD_SIZE are not set)")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
+from duolift_bundle.errors import ConfigError, MissingFileError, MissingKeyError
 from duolift_bundle.io_utils import atomic_path
 from duolift_bundle.networks.loading import unwrap
 from ignite.engine import Engine, Events
@@ -67,7 +68,7 @@ def latest_checkpoint(ckpt_dir: str) -> str:
         if m:
             found.append((int(m.group(1)), path))
     if not found:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--resume: no full checkpoint (checkpoint_epoch=NNNN.pt) in {os.path.abspath(ckpt_dir)}; "
             "start without --resume, or point --output_dir (or --checkpoint_dir) at the run to continue"
         )
@@ -92,7 +93,7 @@ class BestModelSaver:
         self, network: torch.nn.Module, filepath: str, key_metric: str = "val_psnr", mode: str = "max"
     ) -> None:
         if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+            raise ConfigError(f"mode must be 'max' or 'min', got {mode!r}")
         self.network = network
         self.filepath = str(filepath)
         self.key_metric = key_metric
@@ -113,7 +114,7 @@ class BestModelSaver:
 
     def __call__(self, engine: Engine) -> None:
         if self.key_metric not in engine.state.metrics:
-            raise KeyError(
+            raise MissingKeyError(
                 f"validation metric {self.key_metric!r} not computed; metrics are {sorted(engine.state.metrics)}"
             )
         value = float(engine.state.metrics[self.key_metric])
@@ -208,7 +209,7 @@ class TimeBudget:
         self.schedulers = [s for s in schedulers if s is not None]
         for s in self.schedulers:
             if not isinstance(s, torch.optim.lr_scheduler.MultiStepLR):
-                raise TypeError(f"TimeBudget moves MultiStepLR milestones; got {type(s).__name__}")
+                raise ConfigError(f"TimeBudget moves MultiStepLR milestones; got {type(s).__name__}")
         self.clock = clock
         self._start = self._last = 0.0
         self._max_epochs = 0

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 from duolift_bundle.constants import CT_KEY, FAILED_NAME, PRED_KEY
 from duolift_bundle.data.origin import ORIGINS, case_origin
-from duolift_bundle.engines.case_failures import write_failures
-from duolift_bundle.io_utils import atomic_path, write_json
+from duolift_bundle.io_utils import atomic_path, write_case_list, write_json
 from ignite.engine import Engine, Events
 
 __all__ = ["METRIC_COLUMNS", "MetricsReport", "FigureWriter", "InferenceSummary", "engine_items"]
@@ -143,7 +142,7 @@ class MetricsReport:
                 writer.writerows(self.rows)
         summary = self.summary()
         write_json(os.path.join(self.output_dir, "summary.json"), summary)
-        write_failures(self.output_dir, self.failed)
+        write_case_list(os.path.join(self.output_dir, FAILED_NAME), self.failed)
         with atomic_path(os.path.join(self.output_dir, "table.md")) as tmp:
             with open(tmp, "w") as f:
                 f.write(self.markdown(summary))
@@ -256,7 +255,7 @@ class InferenceSummary:
         self._close_bar()
         failed = dict(getattr(engine, "failed_cases", {}))
         write_json(os.path.join(self.output_dir, "summary.json"), {"cases": self.rows, "failed": failed})
-        write_failures(self.output_dir, failed)
+        write_case_list(os.path.join(self.output_dir, FAILED_NAME), failed)
         logger.info(
             "%d case(s) reconstructed into %s%s",
             len(self.rows),

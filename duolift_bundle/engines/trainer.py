@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from duolift_bundle.constants import LUNG_MASK_KEY
 from duolift_bundle.engines.batches import plain, prepare_xray_batch
-from duolift_bundle.errors import DuoLiftError
+from duolift_bundle.errors import ConfigError, DuoLiftError
 from duolift_bundle.networks.loading import unwrap
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
@@ -89,10 +89,10 @@ class DuoLiftTrainer(Trainer):
         amp: bool = False,
     ) -> None:
         if accumulation_steps < 1:
-            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
+            raise ConfigError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
         gan_parts = [d_network is None, d_optimizer is None, d_loss_function is None]
         if any(gan_parts) and not all(gan_parts):
-            raise ValueError("give d_network, d_optimizer and d_loss_function together (GAN) or none of them (CNN)")
+            raise ConfigError("give d_network, d_optimizer and d_loss_function together (GAN) or none of them (CNN)")
         device = torch.device(device)
         use_amp = bool(amp) and device.type == "cuda"
         if amp and not use_amp:
@@ -167,7 +167,7 @@ class DuoLiftTrainer(Trainer):
 
     def _iteration(self, engine: Any, batchdata: dict) -> dict:
         if batchdata is None:
-            raise ValueError("must provide batch data for current iteration.")
+            raise ConfigError("must provide batch data for current iteration.")
         xray, ct = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
         mask = batchdata.get(LUNG_MASK_KEY)
         if mask is not None:

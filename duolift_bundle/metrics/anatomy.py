@@ -25,6 +25,7 @@ import tempfile
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
+from duolift_bundle.errors import ConfigError, RunError, ShapeError
 from duolift_bundle.metrics.weights import LUNGMASK_R231, TOTALSEG_LUNG_VESSELS, WeightsNotFoundError, resolve_weights
 from duolift_bundle.transforms.lung_mask import classical_lung_mask
 
@@ -52,7 +53,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two binary masks; 1.0 when both are empty (nothing to find, nothing found)."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     if a.shape != b.shape:
-        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+        raise ShapeError(f"mask shapes differ: {a.shape} vs {b.shape}")
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
@@ -165,7 +166,7 @@ class TotalSegmentatorVessels:
         names = class_map["lung_vessels"]
         ids = [i for i, n in names.items() if n in cls.VESSEL_LABELS]
         if len(ids) != len(cls.VESSEL_LABELS):
-            raise RuntimeError(f"TotalSegmentator's lung_vessels classes changed: {names}")
+            raise RunError(f"TotalSegmentator's lung_vessels classes changed: {names}")
         return ids
 
     def __call__(self, hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -198,7 +199,7 @@ def anatomical_dice(
     """``{"dice_lung", "dice_vessel", "lung_segmenter", "vessel_segmenter"}`` for one case."""
     pred_hu, target_hu = np.asarray(pred_hu), np.asarray(target_hu)
     if pred_hu.shape != target_hu.shape:
-        raise ValueError(f"prediction shape {pred_hu.shape} differs from target shape {target_hu.shape}")
+        raise ShapeError(f"prediction shape {pred_hu.shape} differs from target shape {target_hu.shape}")
     return {
         "dice_lung": dice(lung(pred_hu, spacing), lung(target_hu, spacing)),
         "dice_vessel": dice(vessel(pred_hu, spacing), vessel(target_hu, spacing)),
@@ -213,7 +214,7 @@ def lung_segmenter(name: str = "lungmask", weights: Optional[str] = None, allow_
         return LungmaskR231(weights=weights, allow_download=allow_download)
     if name == "classical":
         return ClassicalLungSegmenter()
-    raise ValueError(f"lung_segmenter must be 'lungmask' or 'classical', got {name!r}")
+    raise ConfigError(f"lung_segmenter must be 'lungmask' or 'classical', got {name!r}")
 
 
 def vessel_segmenter(name: str = "totalsegmentator", weights_dir: Optional[str] = None, lung=None, device: str = "cpu"):
@@ -223,4 +224,4 @@ def vessel_segmenter(name: str = "totalsegmentator", weights_dir: Optional[str] 
         return TotalSegmentatorVessels(weights_dir=weights_dir, device=device)
     if name == "frangi":
         return FrangiVesselSegmenter(lung)
-    raise ValueError(f"vessel_segmenter must be 'totalsegmentator' or 'frangi', got {name!r}")
+    raise ConfigError(f"vessel_segmenter must be 'totalsegmentator' or 'frangi', got {name!r}")

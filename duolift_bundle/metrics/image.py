@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from duolift_bundle.errors import ConfigError, ShapeError
 from monai.metrics import CumulativeIterationMetric
 
 __all__ = [
@@ -51,14 +52,14 @@ def _volume(x: torch.Tensor | "np.ndarray") -> torch.Tensor:  # noqa: F821
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
     if t.dim() != 3:
-        raise ValueError(f"expected a volume (D, H, W) or (1, D, H, W), got shape {list(t.shape)}")
+        raise ShapeError(f"expected a volume (D, H, W) or (1, D, H, W), got shape {list(t.shape)}")
     return t
 
 
 def _pair(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
     p, t = _volume(pred), _volume(target)
     if p.shape != t.shape:
-        raise ValueError(f"prediction shape {list(p.shape)} differs from target shape {list(t.shape)}")
+        raise ShapeError(f"prediction shape {list(p.shape)} differs from target shape {list(t.shape)}")
     return p, t
 
 
@@ -130,7 +131,7 @@ def ssim_3d(pred, target, win_size: int = 11, sigma: float = 1.5) -> float:
     """SSIM of the whole volume with a 3D Gaussian window."""
     p, t = _pair(pred, target)
     if min(p.shape) < win_size:
-        raise ValueError(f"SSIM(3D) needs every edge >= {win_size}, got shape {list(p.shape)}")
+        raise ShapeError(f"SSIM(3D) needs every edge >= {win_size}, got shape {list(p.shape)}")
     return float(_ssim_map(p[None, None], t[None, None], _gaussian_1d(win_size, sigma), False).mean())
 
 
@@ -156,7 +157,7 @@ def ssim_2d(
 def _image_pair(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
     p, t = torch.as_tensor(pred).detach().double(), torch.as_tensor(target).detach().double()
     if p.dim() != 2 or p.shape != t.shape:
-        raise ValueError(f"expected two 2D images of one shape, got {list(p.shape)} and {list(t.shape)}")
+        raise ShapeError(f"expected two 2D images of one shape, got {list(p.shape)} and {list(t.shape)}")
     return p, t
 
 
@@ -189,7 +190,7 @@ class VolumeMetric(CumulativeIterationMetric):
     def __init__(self, name: str = "psnr_3d") -> None:
         super().__init__()
         if name not in self._FUNCTIONS:
-            raise ValueError(f"VolumeMetric name must be one of {sorted(self._FUNCTIONS)}, got {name!r}")
+            raise ConfigError(f"VolumeMetric name must be one of {sorted(self._FUNCTIONS)}, got {name!r}")
         self.name = name
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -200,5 +201,5 @@ class VolumeMetric(CumulativeIterationMetric):
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
         data = self.get_buffer()
         if not isinstance(data, torch.Tensor) or data.numel() == 0:
-            raise ValueError(f"{self.name}: no volume was measured")
+            raise ConfigError(f"{self.name}: no volume was measured")
         return data.float().mean()

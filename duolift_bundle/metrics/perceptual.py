@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from duolift_bundle.errors import InputFileError, ShapeError
 from duolift_bundle.metrics.image import _pair, slices
 from duolift_bundle.metrics.weights import VGG16, resolve_weights
 
@@ -28,18 +29,18 @@ def load_vgg16_features(lpips_model: torch.nn.Module, path: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     if not features:
-        raise ValueError(f"{path}: no 'features.*' entries; expected torchvision's vgg16 state_dict")
+        raise InputFileError(f"{path}: no 'features.*' entries; expected torchvision's vgg16 state_dict")
     copied = 0
     for name, param in lpips_model.net.named_parameters():
         _slice, index, kind = name.split(".")  # e.g. slice1.0.weight
         key = f"{index}.{kind}"
         if key not in features or features[key].shape != param.shape:
-            raise ValueError(f"{path}: missing or mis-shaped VGG16 entry features.{key}")
+            raise ShapeError(f"{path}: missing or mis-shaped VGG16 entry features.{key}")
         with torch.no_grad():
             param.copy_(features[key])
         copied += 1
     if copied != 26:  # 13 convolutions x (weight, bias)
-        raise ValueError(f"{path}: copied {copied} VGG16 tensors, expected 26")
+        raise InputFileError(f"{path}: copied {copied} VGG16 tensors, expected 26")
 
 
 class SliceLPIPS:

@@ -25,6 +25,7 @@ import functools
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from duolift_bundle.errors import ConfigError, ShapeError
 from monai.networks.blocks import Convolution, UnetResBlock
 from monai.networks.layers.factories import Norm
 from torchvision.models.resnet import BasicBlock
@@ -58,7 +59,7 @@ class InstanceNorm3dCL(nn.InstanceNorm3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
         if x.dim() != 5 or weight is None or bias is None:
-            raise ValueError(f"InstanceNorm3dCL needs affine parameters and a 5D input, got shape {list(x.shape)}")
+            raise ShapeError(f"InstanceNorm3dCL needs affine parameters and a 5D input, got shape {list(x.shape)}")
         var, mean = torch.var_mean(x, dim=(2, 3, 4), keepdim=True, correction=0)
         scale = weight.view(1, -1, 1, 1, 1) * torch.rsqrt(var + self.eps)
         shift = bias.view(1, -1, 1, 1, 1) - mean * scale
@@ -66,7 +67,7 @@ class InstanceNorm3dCL(nn.InstanceNorm3d):
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         if not affine:
-            raise ValueError("InstanceNorm3dCL is affine only")
+            raise ConfigError("InstanceNorm3dCL is affine only")
         super().__init__(num_features, eps=eps, affine=True, track_running_stats=False)
 
 
@@ -106,7 +107,7 @@ class ResNet34Encoder2D(nn.Module):
     ) -> None:
         super().__init__()
         if len(channels) != len(blocks):
-            raise ValueError(f"channels {channels} and blocks {blocks} must have the same length")
+            raise ConfigError(f"channels {channels} and blocks {blocks} must have the same length")
         norm = functools.partial(nn.InstanceNorm2d, affine=True)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, channels[0], kernel_size=7, stride=2, padding=3, bias=False),
@@ -254,9 +255,9 @@ class Lifting(nn.Module):
     ) -> None:
         super().__init__()
         if mode not in LIFT_MODES:
-            raise ValueError(f"Lifting mode must be one of {LIFT_MODES}, got {mode!r}")
+            raise ConfigError(f"Lifting mode must be one of {LIFT_MODES}, got {mode!r}")
         if view not in (0, 1):
-            raise ValueError(f"view must be 0 (frontal) or 1 (lateral), got {view}")
+            raise ConfigError(f"view must be 0 (frontal) or 1 (lateral), got {view}")
         self.mode = mode
         self.view = view
         self.depth = depth
@@ -270,7 +271,7 @@ class Lifting(nn.Module):
         rows = cols = torch.empty(0)
         if mode == "backproject":
             if geometry is None or fov_mm is None:
-                raise ValueError("Lifting(mode='backproject') needs the DRR geometry and the field of view (fov_mm)")
+                raise ConfigError("Lifting(mode='backproject') needs the DRR geometry and the field of view (fov_mm)")
             from duolift_bundle.transforms.drr import lift_matrices  # the projector's own geometry
 
             rows, cols = lift_matrices(geometry, ("frontal", "lateral")[view], depth, float(fov_mm), depth)
@@ -305,18 +306,18 @@ def check_xray_input(x: torch.Tensor, views: int, image_size: int) -> None:
     """
     shape = list(x.shape)
     if x.dim() != 4:
-        raise ValueError(
+        raise ShapeError(
             f"expected X-rays of shape (B, {views}, {image_size}, {image_size}), got a {x.dim()}D tensor of shape {shape}"
         )
     if x.shape[1] != views:
-        raise ValueError(
+        raise ShapeError(
             f"expected {views} view(s) in dim 1, i.e. shape (B, {views}, {image_size}, {image_size}), got shape {shape}"
         )
     if x.shape[2] != image_size or x.shape[3] != image_size:
-        raise ValueError(
+        raise ShapeError(
             f"expected square {image_size}x{image_size} X-rays, i.e. shape (B, {views}, {image_size}, "
             f"{image_size}), got shape {shape}"
         )
     if x.device.type != "meta":
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"X-ray input of shape {shape} contains NaN or Inf values")
+            raise ShapeError(f"X-ray input of shape {shape} contains NaN or Inf values")

@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from duolift_bundle.errors import ConfigError, ShapeError
 from duolift_bundle.networks.blocks import lift_repeat
 
 __all__ = ["DuoLiftDiscriminator", "discriminator_output_size"]
@@ -64,9 +65,9 @@ class DuoLiftDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if len(channels) != 3:
-            raise ValueError(f"channels needs three values (the fourth convolution gives the logits), got {channels}")
+            raise ConfigError(f"channels needs three values (the fourth convolution gives the logits), got {channels}")
         if condition_views not in (0, 1, 2):
-            raise ValueError(f"condition_views must be 0, 1 or 2, got {condition_views}")
+            raise ConfigError(f"condition_views must be 0, 1 or 2, got {condition_views}")
         chans = [max(2, int(round(c * width))) for c in channels]
         self.condition_views = condition_views
         self.masked_input = masked_input
@@ -90,25 +91,25 @@ class DuoLiftDiscriminator(nn.Module):
         """Logits of ``volume`` ``(B, 1, D, H, W)``; ``xray`` ``(B, V, H, W)`` when conditioned,
         ``mask`` ``(B, 1, D, H, W)`` when ``masked_input``."""
         if volume.dim() != 5 or volume.shape[1] != 1:
-            raise ValueError(f"expected a volume of shape (B, 1, D, H, W), got shape {list(volume.shape)}")
+            raise ShapeError(f"expected a volume of shape (B, 1, D, H, W), got shape {list(volume.shape)}")
         if self.masked_input:
             if mask is None:
-                raise ValueError("this discriminator has masked_input=True: pass the lung mask (B, 1, D, H, W)")
+                raise ShapeError("this discriminator has masked_input=True: pass the lung mask (B, 1, D, H, W)")
             if mask.shape != volume.shape:
-                raise ValueError(f"mask shape {list(mask.shape)} differs from volume shape {list(volume.shape)}")
+                raise ShapeError(f"mask shape {list(mask.shape)} differs from volume shape {list(volume.shape)}")
             volume = volume * mask.to(volume.dtype)
         if self.condition_views > 0:
             if xray is None:
-                raise ValueError(
+                raise ConfigError(
                     f"this discriminator is conditioned on {self.condition_views} X-ray view(s): pass xray (B, V, H, W)"
                 )
             if xray.dim() != 4 or xray.shape[1] != self.condition_views or xray.shape[0] != volume.shape[0]:
-                raise ValueError(
+                raise ShapeError(
                     f"expected X-rays of shape ({volume.shape[0]}, {self.condition_views}, H, W), got shape {list(xray.shape)}"
                 )
             d, h, w = volume.shape[2], volume.shape[3], volume.shape[4]
             if d != h or h != w:
-                raise ValueError(f"conditioning needs a cubic volume, got shape {list(volume.shape)}")
+                raise ShapeError(f"conditioning needs a cubic volume, got shape {list(volume.shape)}")
             if xray.shape[2] != d or xray.shape[3] != d:
                 xray = F.interpolate(xray, size=(d, d), mode="bilinear", align_corners=False)
             lifted = [lift_repeat(xray[:, v : v + 1], v, d) for v in range(self.condition_views)]

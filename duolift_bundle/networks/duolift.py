@@ -53,6 +53,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.networks.blocks import (
     ACT_3D,
@@ -143,17 +144,17 @@ class DuoLiftGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if views not in (1, 2):
-            raise ValueError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+            raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
         if image_size <= 0 or image_size % 4:
-            raise ValueError(f"image_size must be a positive multiple of 4, got {image_size}")
+            raise ConfigError(f"image_size must be a positive multiple of 4, got {image_size}")
         if volume_size <= 0 or volume_size % 16:
-            raise ValueError(
+            raise ConfigError(
                 f"volume_size must be a positive multiple of 16 (U-Net++ has four 2x poolings), got {volume_size}"
             )
         if lift not in LIFT_MODES:
-            raise ValueError(f"lift must be one of {LIFT_MODES}, got {lift!r}")
+            raise ConfigError(f"lift must be one of {LIFT_MODES}, got {lift!r}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
 
         def pick(value, key: str) -> tuple[int, ...]:
             if value is None:
@@ -168,7 +169,7 @@ class DuoLiftGenerator(nn.Module):
         upp_out = pick(unetpp_out_channels, "unetpp_out_channels")[0]
         unet = pick(unet_features, "unet_features")
         if len(b1) != 3:
-            raise ValueError(f"branch1_channels needs three values (f_u21, f_u22, f_u23), got {b1}")
+            raise ConfigError(f"branch1_channels needs three values (f_u21, f_u22, f_u23), got {b1}")
 
         self.views = views
         self.image_size = image_size

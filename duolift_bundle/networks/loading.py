@@ -8,6 +8,7 @@ import os
 
 import torch
 import torch.nn as nn
+from duolift_bundle.errors import InputFileError, MissingFileError
 
 __all__ = ["unwrap", "load_generator"]
 
@@ -37,7 +38,7 @@ def load_generator(
     matching is still an error."""
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: checkpoint not found (train one, or pass --ckpt_path)")
+        raise MissingFileError(f"{path}: checkpoint not found (train one, or pass --ckpt_path)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
         state = state["generator"]  # a full training checkpoint
@@ -53,7 +54,7 @@ def load_generator(
     if not strict:
         loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
         if len(loadable) * 2 < len(own):
-            raise ValueError(
+            raise InputFileError(
                 f"{path}: only {len(loadable)} of the network's {len(own)} tensors fit; not a warm start for this network"
             )
         skipped = sorted(set(own) - set(loadable))
@@ -77,7 +78,7 @@ def load_generator(
             )
             if part
         )
-        raise ValueError(
+        raise InputFileError(
             f"{path}: checkpoint does not fit this network configuration ({detail}); "
             "pass the overrides the model was trained with (e.g. --views, --width, --lift, --dual_branch; "
             "the 64^3 models shipped in models/ need configs/demo.yaml, or configs/inference_single_view.yaml, "

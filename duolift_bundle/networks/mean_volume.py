@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from duolift_bundle.constants import CT_KEY
 from duolift_bundle.data.datasets import load_datalist
+from duolift_bundle.errors import ConfigError, InputFileError, MissingFileError, ShapeError
 
 __all__ = ["MeanVolume"]
 
@@ -23,7 +24,7 @@ class MeanVolume(torch.nn.Module):
     def __init__(self, mean: torch.Tensor) -> None:
         super().__init__()
         if mean.ndim != 4 or mean.shape[0] != 1:
-            raise ValueError(f"the mean volume must be (1, D, H, W), got {tuple(mean.shape)}")
+            raise ShapeError(f"the mean volume must be (1, D, H, W), got {tuple(mean.shape)}")
         self.register_buffer("mean", mean.float())
 
     @classmethod
@@ -33,7 +34,7 @@ class MeanVolume(torch.nn.Module):
         :func:`~duolift_bundle.data.training_sets.compose_datalist`) counts once."""
         paths = list(dict.fromkeys(item[CT_KEY] for item in load_datalist(datalist, split)))
         if not paths:
-            raise ValueError(f"{datalist}: no '{split}' case to average")
+            raise InputFileError(f"{datalist}: no '{split}' case to average")
         return cls.from_files(paths, size)
 
     @classmethod
@@ -42,12 +43,12 @@ class MeanVolume(torch.nn.Module):
         import nibabel as nib
 
         if not paths:
-            raise ValueError("MeanVolume.from_files needs at least one CT")
+            raise ConfigError("MeanVolume.from_files needs at least one CT")
         total = None
         for path in paths:
             vol = np.asarray(nib.load(path).dataobj, dtype=np.float64)
             if size is not None and vol.shape != (size,) * 3:
-                raise ValueError(f"{path}: CT of shape {vol.shape}, expected {(size,) * 3}")
+                raise ShapeError(f"{path}: CT of shape {vol.shape}, expected {(size,) * 3}")
             total = vol if total is None else total + vol
         return cls(torch.from_numpy(total / len(paths))[None])
 
@@ -58,10 +59,10 @@ class MeanVolume(torch.nn.Module):
         import nibabel as nib
 
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: mean volume not found")
+            raise MissingFileError(f"{path}: mean volume not found")
         vol = np.asarray(nib.load(path).dataobj, dtype=np.float32)
         if vol.ndim != 3 or (size is not None and vol.shape != (size,) * 3):
-            raise ValueError(f"{path}: mean volume of shape {vol.shape}, expected {(size,) * 3 if size else '3D'}")
+            raise ShapeError(f"{path}: mean volume of shape {vol.shape}, expected {(size,) * 3 if size else '3D'}")
         return cls(torch.from_numpy(vol)[None])
 
     def save(self, path: str, affine: Optional[np.ndarray] = None) -> str:

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.networks.blocks import check_xray_input, lift_repeat
 
 __all__ = ["DenseBlock2D", "X2CTGenerator"]
@@ -167,12 +168,12 @@ class X2CTGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if views not in (1, 2):
-            raise ValueError(f"views must be 1 or 2, got {views}")
+            raise ConfigError(f"views must be 1 or 2, got {views}")
         levels = image_size.bit_length() - 1
         if image_size < 8 or 2**levels != image_size:
-            raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+            raise ConfigError(f"image_size must be a power of two >= 8, got {image_size}")
         if len(encoder_channels) != levels - 2 or len(decoder_channels) != levels - 1:
-            raise ValueError(
+            raise ConfigError(
                 f"image_size {image_size} needs {levels - 2} encoder_channels (levels {image_size // 2}..4) and "
                 f"{levels - 1} decoder_channels (levels 4..{image_size}); got {len(encoder_channels)} and {len(decoder_channels)}"
             )

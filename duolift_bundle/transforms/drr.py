@@ -39,6 +39,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from duolift_bundle.constants import HU_MAX, HU_MIN, VIEWS, unit_to_hu
+from duolift_bundle.errors import ConfigError, ShapeError
 from duolift_bundle.geometry import DRR_NORMALIZE, MU_WATER, DRRGeometry, Protocol
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -85,7 +86,7 @@ def _view_axes(view: str, geometry: DRRGeometry) -> tuple[tuple[int, int, int], 
     if view == "lateral":
         # planes along W (right -> left); the patient's left side is +W; rows D, columns H
         return (2, 0, 1), (-1.0 if geometry.lateral_source == "right" else 1.0)
-    raise ValueError(f"Unknown DRR view {view!r}; expected one of {VIEWS}")
+    raise ConfigError(f"Unknown DRR view {view!r}; expected one of {VIEWS}")
 
 
 def _ray_matrices(
@@ -134,7 +135,7 @@ def _path_lengths(geometry: DRRGeometry, plane_mm: float, device, dtype) -> torc
 
 def _check_volume(mu: torch.Tensor, name: str) -> None:
     if mu.ndim != 5 or mu.shape[1] != 1:
-        raise ValueError(f"{name} expects a (B, 1, D, H, W) volume, got shape {tuple(mu.shape)}")
+        raise ShapeError(f"{name} expects a (B, 1, D, H, W) volume, got shape {tuple(mu.shape)}")
 
 
 def line_integrals(
@@ -189,7 +190,7 @@ def back_project(
     geometry = geometry or DRRGeometry()
     p = geometry.detector_pixels
     if images.ndim != 3 or tuple(images.shape[1:]) != (p, p):
-        raise ValueError(f"back_project expects (B, {p}, {p}) detector images, got shape {tuple(images.shape)}")
+        raise ShapeError(f"back_project expects (B, {p}, {p}) detector images, got shape {tuple(images.shape)}")
     (ak, ar, ac), _ = _view_axes(view, geometry)
     dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     y = images.to(dtype) * _path_lengths(geometry, float(spacing[ak]), images.device, dtype)
@@ -262,16 +263,16 @@ class DRRProjector(torch.nn.Module):
         self.views = tuple(views)
         for v in self.views:
             if v not in VIEWS:
-                raise ValueError(f"Unknown DRR view {v!r}; expected a subset of {VIEWS}")
+                raise ConfigError(f"Unknown DRR view {v!r}; expected a subset of {VIEWS}")
         if not self.views:
-            raise ValueError("DRRProjector needs at least one view")
+            raise ConfigError("DRRProjector needs at least one view")
         if spacing is None:
             spacing = Protocol().ct.voxel_mm
         self.spacing = (float(spacing),) * 3 if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
         if input_range not in ("unit", "hu"):
-            raise ValueError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
+            raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
         if normalize not in DRR_NORMALIZE:
-            raise ValueError(f"normalize must be one of {DRR_NORMALIZE}, got {normalize!r}")
+            raise ConfigError(f"normalize must be one of {DRR_NORMALIZE}, got {normalize!r}")
         self.input_range = input_range
         self.normalize = normalize
         self.max_value = float(max_value)
@@ -303,7 +304,7 @@ class DRRProjector(torch.nn.Module):
 
     def forward(self, ct: torch.Tensor, spacing: Sequence[float] | None = None) -> torch.Tensor:
         if ct.ndim != 5 or ct.shape[1] != 1:
-            raise ValueError(f"DRRProjector expects a (B, 1, D, H, W) CT, got shape {tuple(ct.shape)}")
+            raise ShapeError(f"DRRProjector expects a (B, 1, D, H, W) CT, got shape {tuple(ct.shape)}")
         mu = self.attenuation(ct.float() if not ct.is_floating_point() else ct)
         spacing = self.spacing if spacing is None else spacing
         images = []
@@ -333,7 +334,7 @@ def _spacing_of(img: torch.Tensor, default: Sequence[float] | None) -> tuple[flo
         return tuple(float(s) for s in default)  # type: ignore[return-value]
     if isinstance(img, MetaTensor):
         return tuple(float(s) for s in img.pixdim[:3])  # type: ignore[return-value]
-    raise ValueError("DRRd needs the voxel spacing: pass `spacing` or give a MetaTensor with an affine")
+    raise ConfigError("DRRd needs the voxel spacing: pass `spacing` or give a MetaTensor with an affine")
 
 
 class DRRd(MapTransform):
@@ -365,7 +366,7 @@ class DRRd(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             if img.ndim != 4 or img.shape[0] != 1:
-                raise ValueError(f"DRRd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
+                raise ShapeError(f"DRRd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
             spacing = _spacing_of(img, self.spacing)
             vol = torch.as_tensor(img.as_tensor() if isinstance(img, MetaTensor) else img, dtype=torch.float32)
             if self.device is not None:

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from duolift_bundle.constants import CT_KEY, PRED_KEY, unit_to_hu
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.metrics import image as im
 from duolift_bundle.metrics.anatomy import anatomical_dice
@@ -49,7 +50,7 @@ class ImageMetricsd(MapTransform):
     ) -> None:
         super().__init__(keys=pred_key)
         if mode not in ("paper", "x2ct"):
-            raise ValueError(f"metric mode must be 'paper' or 'x2ct', got {mode!r}")
+            raise ConfigError(f"metric mode must be 'paper' or 'x2ct', got {mode!r}")
         self.pred_key, self.target_key = pred_key, target_key
         self.lpips = lpips
         self.mode = mode

@@ -25,6 +25,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from duolift_bundle.constants import HU_MAX, HU_MIN, unit_to_hu
+from duolift_bundle.errors import ConfigError, ShapeError
 from duolift_bundle.geometry import CTProtocol
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -56,7 +57,7 @@ def kmeans_threshold(values: np.ndarray, iterations: int = 50) -> float:
     """Two-class 1D k-means threshold (the midpoint between the two class means at convergence)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
-        raise ValueError("kmeans_threshold needs at least one value")
+        raise ConfigError("kmeans_threshold needs at least one value")
     t = float(v.mean())
     for _ in range(iterations):
         lo, hi = v[v < t], v[v >= t]
@@ -144,7 +145,7 @@ def classical_lung_mask(
     """
     hu = np.asarray(hu, dtype=np.float32)
     if hu.ndim != 3:
-        raise ValueError(f"classical_lung_mask expects a (D, H, W) volume, got shape {hu.shape}")
+        raise ShapeError(f"classical_lung_mask expects a (D, H, W) volume, got shape {hu.shape}")
     d, h, w = hu.shape
     f = (1.0 - central_fraction) / 2.0
     crop = hu[int(d * f) : int(d * (1 - f)) + 1, int(h * f) : int(h * (1 - f)) + 1, int(w * f) : int(w * (1 - f)) + 1]
@@ -204,7 +205,7 @@ class LungMaskd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if input_range not in ("unit", "hu"):
-            raise ValueError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
+            raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
         self.output_key = output_key
         self.input_range = input_range
         self.hu_window = tuple(hu_window)
@@ -216,7 +217,7 @@ class LungMaskd(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             if img.ndim != 4 or img.shape[0] != 1:
-                raise ValueError(f"LungMaskd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
+                raise ShapeError(f"LungMaskd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
             mask = classical_lung_mask(
                 _hu_of(img[0], self.input_range, self.hu_window), _spacing(img, self.spacing), **self.kwargs
             )

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from duolift_bundle.constants import PRED_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.metrics.image import psnr_image
 from duolift_bundle.transforms.drr import DRRProjector
@@ -63,7 +64,7 @@ def refine_volume(
         ``(B, 1, D, H, W)`` refined volume in [0, 1] (no autograd history).
     """
     if steps < 0 or weight < 0:
-        raise ValueError(f"refine_steps and refine_weight must be >= 0, got {steps} and {weight}")
+        raise ConfigError(f"refine_steps and refine_weight must be >= 0, got {steps} and {weight}")
     v0 = volume.detach().float()
     if steps == 0:
         return v0
@@ -112,7 +113,7 @@ class ProjectionRefined(MapTransform):
     ) -> None:
         super().__init__(keys)
         if int(steps) < 0 or float(weight) < 0 or float(lr) <= 0:
-            raise ValueError(f"refine_steps >= 0, refine_weight >= 0 and lr > 0 needed, got {steps}, {weight}, {lr}")
+            raise ConfigError(f"refine_steps >= 0, refine_weight >= 0 and lr > 0 needed, got {steps}, {weight}, {lr}")
         self.steps = int(steps)
         self.weight = float(weight)
         self.lr = float(lr)

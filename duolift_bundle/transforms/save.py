@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from duolift_bundle.constants import CT_KEY, PRED_KEY, VIEWS, XRAY_KEY, unit_to_hu
+from duolift_bundle.errors import ConfigError, MissingKeyError
 from duolift_bundle.geometry import CTProtocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
 from monai.data import MetaTensor
@@ -79,13 +80,13 @@ class SaveReconstructiond(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             if not isinstance(pred, MetaTensor):
-                raise TypeError(f"{d['case']}: '{key}' carries no affine; place it with ToReferenceGeometryd first")
+                raise ConfigError(f"{d['case']}: '{key}' carries no affine; place it with ToReferenceGeometryd first")
             outputs = {"recon_hu.nii.gz": unit_to_hu(pred, *self.hu_window)}
             if self.save_unit:
                 outputs["recon_unit.nii.gz"] = pred
             if self.target_key is not None:
                 if self.target_key not in d:
-                    raise KeyError(
+                    raise MissingKeyError(
                         f"{d['case']}: no '{self.target_key}' (the true CT) to write beside the reconstruction"
                     )
                 # on the reconstruction's grid: ToReferenceGeometryd gave it the true CT's affine
@@ -119,7 +120,9 @@ class SaveInferenceFigured(MapTransform):
 
         d = dict(data)
         if "reprojection" not in d:
-            raise KeyError(f"{d['case']}: no 'reprojection'; run ProjectionConsistencyd before SaveInferenceFigured")
+            raise MissingKeyError(
+                f"{d['case']}: no 'reprojection'; run ProjectionConsistencyd before SaveInferenceFigured"
+            )
         path = os.path.join(self.output_dir, str(d["case"]), "figure.png")
         scores = d.get("consistency", {})
         views = VIEWS[: len(d[self.xray_key])]

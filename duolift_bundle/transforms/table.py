@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import TableRemoval
 from duolift_bundle.transforms.lung_mask import ball, body_mask, in_plane_border_labels
 from monai.config import KeysCollection
@@ -175,7 +176,7 @@ class RemoveTabled(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if input_range not in ("unit", "hu"):
-            raise ValueError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
+            raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
         self.input_range = input_range
         self.hu_window = tuple(float(v) for v in hu_window)
         self.settings = settings or TableRemoval()
@@ -186,7 +187,7 @@ class RemoveTabled(MapTransform):
             return self.spacing
         if isinstance(img, MetaTensor):
             return tuple(float(v) for v in img.pixdim[:3])
-        raise ValueError("RemoveTabled needs the voxel size: pass `spacing` or give a MetaTensor with an affine")
+        raise ConfigError("RemoveTabled needs the voxel size: pass `spacing` or give a MetaTensor with an affine")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)

@@ -3,7 +3,6 @@ evaluator and DataLoader."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from duolift_bundle.engines.case_failures import (
     CaseTolerantEvaluator,
     collate_cases,
     exit_if_failed,
-    write_failures,
 )
 from monai.data import DataLoader, Dataset
 from monai.transforms import Lambda
@@ -123,10 +121,3 @@ def test_exit_if_failed_ends_with_every_reason(tmp_path):
     )
     Done.failed_cases = {}
     assert exit_if_failed(Done(), tmp_path) is None  # nothing failed: the run ends normally
-
-
-def test_write_failures_replaces_or_removes_the_list(tmp_path):
-    write_failures(tmp_path, {"x": "bad"})
-    assert json.loads((tmp_path / "failed.json").read_text()) == {"x": "bad"}
-    write_failures(tmp_path, {})
-    assert not (tmp_path / "failed.json").exists()

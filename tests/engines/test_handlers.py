@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from duolift_bundle.engines import TimeBudget
+from duolift_bundle.errors import ConfigError
 from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler
 
@@ -51,7 +52,7 @@ def test_slower_epochs_end_the_run_inside_the_budget():
 
 def test_rejects_other_schedulers():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    with pytest.raises(TypeError, match="MultiStepLR"):
+    with pytest.raises(ConfigError, match="MultiStepLR"):
         TimeBudget(10.0, [torch.optim.lr_scheduler.StepLR(opt, 2)])
 
 

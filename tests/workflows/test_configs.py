@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from duolift_bundle.engines.config_checks import ConfigError, check_overrides, check_training_settings
+from duolift_bundle.engines.config_checks import check_overrides, check_training_settings
+from duolift_bundle.errors import ConfigError
 from duolift_bundle.networks import DuoLiftDiscriminator, DuoLiftGenerator
 from monai.bundle import ConfigParser
 
