@@ -1,18 +1,16 @@
 """Constants of the data contract (``docs/README.md``, "Conventions"): the dictionary keys, the
-views, the axis convention of every volume and the HU window of the [0, 1] scale (X2CT-GAN's
-CT_MIN_MAX 0..2500 on HU + 1024; Ying et al., CVPR 2019), with the HU <-> [0, 1] mapping.
+views and the axis convention of every volume.
 
-The protocol's sizes and the DRR geometry (1 mm resampling, 320^3 crop, 128^3 volume, 541 / 949
-mm, 500 mm / 320 px detector) are not here: they are the fields of the typed settings in
-:mod:`duolift_bundle.geometry`, which the configs build and pass down.
+The protocol's numbers (1 mm resampling, 320^3 crop, 128^3 volume, the HU window of the [0, 1]
+scale, the DRR geometry) are not here: they are the fields of the typed settings in
+:mod:`duolift_bundle.geometry`, which the configs build and pass down whole.
 """
 
 from __future__ import annotations
 
+from duolift_bundle.errors import ConfigError
+
 __all__ = [
-    "HU_MIN",
-    "HU_MAX",
-    "AIR_HU",
     "VOLUME_AXCODES",
     "AXIS_LABELS",
     "VIEWS",
@@ -21,13 +19,8 @@ __all__ = [
     "LUNG_MASK_KEY",
     "PRED_KEY",
     "FAILED_NAME",
-    "hu_to_unit",
-    "unit_to_hu",
+    "view_names",
 ]
-
-HU_MIN: float = -1024.0
-HU_MAX: float = 1476.0
-AIR_HU: float = -1024.0
 
 #: MONAI orientation codes of every volume in the bundle: array axis 0 points to Inferior,
 #: axis 1 to Posterior, axis 2 to patient Left (so ``ct[0, z]`` is an axial slice shown in the
@@ -49,11 +42,9 @@ PRED_KEY = "pred"
 FAILED_NAME = "failed.json"
 
 
-def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
-    """Map HU linearly to [0, 1] (not clipped; works on numpy arrays and tensors)."""
-    return (hu - hu_min) / (hu_max - hu_min)
-
-
-def unit_to_hu(x, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
-    """Inverse of :func:`hu_to_unit`."""
-    return x * (hu_max - hu_min) + hu_min
+def view_names(views: int) -> tuple[str, ...]:
+    """The views of a model with ``views`` inputs: ``("frontal",)`` or ``("frontal", "lateral")``;
+    the one check of a ``views`` setting (a ConfigError for anything but 1 or 2)."""
+    if isinstance(views, bool) or views not in (1, 2):
+        raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views!r}")
+    return VIEWS[: int(views)]

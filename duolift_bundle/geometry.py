@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-from duolift_bundle.constants import HU_MAX, HU_MIN
 from duolift_bundle.errors import ConfigError
 
 __all__ = [
@@ -43,10 +42,13 @@ __all__ = [
     "DRRSettings",
     "Protocol",
     "MU_WATER",
+    "AIR_HU",
     "Z_ANCHORS",
     "DRR_NORMALIZE",
 ]
 
+#: HU of air, the lowest value a CT holds (and the fill outside the scanned field).
+AIR_HU: float = -1024.0
 #: Linear attenuation of water in 1/mm (about 70 keV effective energy).
 MU_WATER: float = 0.02
 #: Where a scan longer than the crop is cut along z (see :class:`CTProtocol`).
@@ -101,7 +103,10 @@ class CTProtocol:
         size: final cube side in voxels (128; 64 for the CPU demo model).
         spacing: isotropic resampling step in mm before the crop (1 mm).
         crop_size: cube side in voxels after resampling (320, i.e. a 320 mm field).
-        hu_window: ``(hu_min, hu_max)`` mapped linearly to [0, 1] and clipped.
+        hu_window: ``(hu_min, hu_max)`` mapped linearly to [0, 1] and clipped; X2CT's CT_MIN_MAX
+            0..2500 on HU + 1024 by default. The one home of the window: every step that maps
+            between HU and [0, 1] (DRRs, lung mask, table removal, writer, DICE, bone loss, the
+            HDF5 route) takes this object and uses :meth:`to_unit` / :meth:`to_hu`.
         z_anchor: ``"superior"`` keeps the top ``crop_size`` mm of a longer scan (X2CT's
             ``crop_to_standard``), ``"center"`` centres along z too.
         lazy: fuse the spatial steps with MONAI lazy resampling (faster, within a few HU).
@@ -113,7 +118,7 @@ class CTProtocol:
     size: int = 128
     spacing: float = 1.0
     crop_size: int = 320
-    hu_window: tuple[float, float] = (HU_MIN, HU_MAX)
+    hu_window: tuple[float, float] = (-1024.0, 1476.0)
     z_anchor: str = "superior"
     lazy: bool = False
     remove_table: bool = True
@@ -132,6 +137,16 @@ class CTProtocol:
             )
         if len(self.hu_window) != 2 or not self.hu_window[1] > self.hu_window[0]:
             raise ConfigError(f"hu_window must be an increasing pair, got {self.hu_window}")
+
+    def to_unit(self, hu: Any) -> Any:
+        """HU -> the [0, 1] scale of the window (linear, not clipped; numpy arrays, tensors, floats)."""
+        lo, hi = self.hu_window
+        return (hu - lo) / (hi - lo)
+
+    def to_hu(self, unit: Any) -> Any:
+        """The inverse of :meth:`to_unit`."""
+        lo, hi = self.hu_window
+        return unit * (hi - lo) + lo
 
     @property
     def fov_mm(self) -> float:

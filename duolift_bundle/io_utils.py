@@ -101,13 +101,14 @@ def read_json(path: str | os.PathLike):
         return json.load(f)
 
 
-def write_case_list(path: str | os.PathLike, cases: dict[str, Any]) -> None:
-    """Write ``{case: reason}`` (``failed.json``, ``skipped.json``) atomically when it holds a case;
+def write_case_list(path: str | os.PathLike, cases: dict[str, Any] | list[Any]) -> None:
+    """Write a list of cases (``failed.json``'s ``{case: reason}``, ``skipped.json``'s entries)
+    atomically when it holds a case;
     remove a stale file of an earlier run otherwise. The one writer of failed cases: preparation,
     inference and evaluation all list theirs through it."""
     target = Path(path)
     if cases:
-        write_json(target, dict(cases))
+        write_json(target, cases)
     elif target.exists():
         target.unlink()
 

@@ -30,8 +30,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.errors import ConfigError, ShapeError
+from duolift_bundle.geometry import CTProtocol
 
 __all__ = [
     "reconstruction_terms",
@@ -39,7 +39,15 @@ __all__ = [
     "adversarial_loss",
     "DuoLiftGeneratorLoss",
     "DuoLiftDiscriminatorLoss",
+    "ADVERSARIAL_MODES",
+    "BONE_HU",
 ]
+
+#: the adversarial terms: Eq. 5-6's cross-entropy, or least squares
+ADVERSARIAL_MODES = ("bce", "lsgan")
+#: the HU from which a target voxel counts as bone (cortical and dense trabecular bone; soft
+#: tissue and contrast-free vessels stay below)
+BONE_HU = 150.0
 
 
 def _difference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -75,28 +83,33 @@ def reconstruction_terms(
     return terms
 
 
-def bone_terms(pred: torch.Tensor, target: torch.Tensor, bone_hu: float = 150.0) -> dict[str, torch.Tensor]:
-    """``bone_mse`` and ``bone_l1``: Eq. 3-4 with the bone mask ``B = [target >= bone_hu]``.
+def bone_terms(pred: torch.Tensor, target: torch.Tensor, bone_level: float) -> dict[str, torch.Tensor]:
+    """``bone_mse`` and ``bone_l1``: Eq. 3-4 with the bone mask ``B = [target >= bone_level]``.
 
     Args:
-        pred, target: ``(B, 1, D, H, W)`` volumes in [0, 1] (``constants.hu_to_unit``).
-        bone_hu: the HU from which a target voxel counts as bone.
+        pred, target: ``(B, 1, D, H, W)`` volumes in [0, 1] (``CTProtocol.to_unit``).
+        bone_level: the [0, 1] value from which a target voxel counts as bone
+            (``protocol.to_unit(bone_hu)``).
 
     Returns:
         ``sum over Omega of (B*I - B*I_hat)^2 / |Omega|`` and the same with ``|.|``, scalar tensors.
     """
-    return _mse_l1(_difference(pred, target) * (target >= hu_to_unit(bone_hu)).to(pred.dtype), "bone")
+    return _mse_l1(_difference(pred, target) * (target >= bone_level).to(pred.dtype), "bone")
+
+
+def _check_adversarial(mode: str) -> str:
+    if mode not in ADVERSARIAL_MODES:
+        raise ConfigError(f"adversarial must be one of {ADVERSARIAL_MODES}, got {mode!r}")
+    return mode
 
 
 def adversarial_loss(logits: torch.Tensor, real: bool, mode: str = "bce") -> torch.Tensor:
     """``-log D`` (``real=True``) or ``-log(1 - D)`` (``real=False``) of logits, averaged over the
     logit map; ``mode="lsgan"`` gives ``mean((D - 1)^2)`` / ``mean(D^2)`` instead."""
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    if mode == "bce":
+    if _check_adversarial(mode) == "bce":
         return F.binary_cross_entropy_with_logits(logits, target)
-    if mode == "lsgan":
-        return F.mse_loss(logits, target)
-    raise ConfigError(f"adversarial mode must be 'bce' or 'lsgan', got {mode!r}")
+    return F.mse_loss(logits, target)
 
 
 class DuoLiftGeneratorLoss(nn.Module):
@@ -110,6 +123,7 @@ class DuoLiftGeneratorLoss(nn.Module):
         deep_supervision_weight: weight of the mean auxiliary-head reconstruction loss.
         bone_weight: weight of the bone terms (0: off, the paper's loss).
         bone_hu: the HU from which a target voxel is bone.
+        protocol: the :class:`CTProtocol` whose HU window places ``bone_hu`` on the [0, 1] scale.
 
     ``forward(pred, target, mask=None, fake_logits=None, aux=())`` returns a dict with ``loss``
     (the total) and every term (``recon_mse``, ``recon_l1``, ``inside_mse``, ``inside_l1``,
@@ -124,11 +138,11 @@ class DuoLiftGeneratorLoss(nn.Module):
         adversarial: str = "bce",
         deep_supervision_weight: float = 0.5,
         bone_weight: float = 0.0,
-        bone_hu: float = 150.0,
+        bone_hu: float = BONE_HU,
+        protocol: CTProtocol | None = None,
     ) -> None:
         super().__init__()
-        if adversarial not in ("bce", "lsgan"):
-            raise ConfigError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
+        _check_adversarial(adversarial)
         if min(alpha, beta, deep_supervision_weight, bone_weight) < 0:
             raise ConfigError(
                 f"loss weights must be >= 0, got alpha={alpha}, beta={beta}, "
@@ -141,6 +155,7 @@ class DuoLiftGeneratorLoss(nn.Module):
         self.deep_supervision_weight = deep_supervision_weight
         self.bone_weight = bone_weight
         self.bone_hu = bone_hu
+        self.bone_level = float((protocol or CTProtocol()).to_unit(bone_hu))
 
     def forward(
         self,
@@ -155,7 +170,7 @@ class DuoLiftGeneratorLoss(nn.Module):
         terms = reconstruction_terms(pred, target, mask if self.masked else None)
         total = self.alpha * sum(terms.values())
         if self.bone_weight > 0:
-            bone = bone_terms(pred, target, self.bone_hu)
+            bone = bone_terms(pred, target, self.bone_level)
             terms.update(bone)
             total = total + self.alpha * self.bone_weight * sum(bone.values())
         if fake_logits is not None:
@@ -177,10 +192,8 @@ class DuoLiftDiscriminatorLoss(nn.Module):
 
     def __init__(self, beta: float = 0.01, adversarial: str = "bce") -> None:
         super().__init__()
-        if adversarial not in ("bce", "lsgan"):
-            raise ConfigError(f"adversarial must be 'bce' or 'lsgan', got {adversarial!r}")
         self.beta = beta
-        self.adversarial = adversarial
+        self.adversarial = _check_adversarial(adversarial)
 
     def forward(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         real = adversarial_loss(real_logits, True, self.adversarial)

@@ -9,9 +9,11 @@ report as ``python -m monai.bundle run inferring`` writes for that case. Nothing
 or post-processes on its own.
 
 :func:`stage_case` turns the files a client sent into the case layout inference reads (README,
-"Inference"): one radiograph -> ``<case>/frontal<suffix>``; files named ``frontal*`` /
-``lateral*`` -> ``<case>/`` under their names; a 3D volume file (NIfTI / MHD / NRRD) or the files
-of one DICOM series -> a CT, reconstructed from its DRRs.
+"Inference"): one radiograph -> ``<case>/frontal<suffix>``; files whose names say their view
+(``frontal*`` / ``lateral*``, or ``xray_frontal*`` / ``xray_lateral*`` as a prepared case holds
+them: :func:`~duolift_bundle.data.xray_io.view_of_name`, the rule of ``run inferring`` too) ->
+``<case>/`` under their names; a 3D volume file (NIfTI / MHD / NRRD) or the files of one DICOM
+series -> a CT, reconstructed from its DRRs.
 
 Errors are :class:`ServingError` subclasses whose ``status`` is the HTTP status a server should
 answer with: 404 no input, 415 a file type the bundle does not read, 400 a view missing for the
@@ -29,10 +31,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from duolift_bundle.constants import VIEWS
-from duolift_bundle.data.ct_io import ITK_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file
+from duolift_bundle.data.ct_io import ITK_SUFFIXES, CTInputError, file_suffix, is_3d_volume, is_dicom_file
 from duolift_bundle.data.discovery import NoCaseFoundError, discover_cases
-from duolift_bundle.data.xray_io import XRAY_SUFFIXES
+from duolift_bundle.data.radiograph import REQUEST_SETTINGS
+from duolift_bundle.data.xray_io import XRAY_SUFFIXES, view_of_name
 from duolift_bundle.errors import ConfigError, DuoLiftError
 from duolift_bundle.io_utils import read_json
 
@@ -45,13 +47,11 @@ __all__ = [
     "stage_case",
     "Reconstructor",
     "RECON_FILE",
-    "REQUEST_SETTINGS",
 ]
 
 #: the reconstruction in HU that ``SaveReconstructiond`` writes into ``<output_dir>/<case>/``
 RECON_FILE = "recon_hu.nii.gz"
 #: inference.yaml's radiograph settings that one request may set for itself (README, "Real radiographs")
-REQUEST_SETTINGS = ("xray_normalize", "xray_placement", "xray_pixel_spacing", "xray_magnification", "xray_contrast")
 
 
 class ServingError(DuoLiftError):
@@ -84,29 +84,15 @@ class CaseFailedError(ServingError, ValueError):
     status = 422
 
 
-def _suffix(name: str) -> str:
-    lower = name.lower()
-    return ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
-
-
 def _is_volume(path: str) -> bool:
-    """A 3D CT file: MHD / NRRD, or a NIfTI with three spatial dimensions (a 2D NIfTI is a radiograph)."""
-    suffix = _suffix(path)
-    if suffix in ITK_SUFFIXES:
-        return True
-    if suffix in NIFTI_SUFFIXES:
-        import nibabel as nib
-
-        try:
-            shape = nib.load(path).shape
-        except Exception as err:  # a NIfTI name on something else: the type check below says so
-            raise UnsupportedInputError(f"{os.path.basename(path)}: not a readable NIfTI file ({err})") from err
-        return sum(int(s) > 1 for s in shape) >= 3
-    return False
+    try:
+        return is_3d_volume(path)
+    except CTInputError as err:  # a NIfTI name on something else: a 415, as any unreadable type
+        raise UnsupportedInputError(str(err)) from err
 
 
 def _check_type(path: str) -> None:
-    suffix = _suffix(path)
+    suffix = file_suffix(path)
     if suffix in XRAY_SUFFIXES or suffix in ITK_SUFFIXES or is_dicom_file(path):
         return
     accepted = ", ".join(sorted(set(XRAY_SUFFIXES) | set(ITK_SUFFIXES)))
@@ -114,11 +100,6 @@ def _check_type(path: str) -> None:
         f"{os.path.basename(path)}: not a file type the bundle reads (radiographs: PNG / JPEG / 2D NIfTI / "
         f"DICOM; CTs: a 3D NIfTI / MHD / NRRD file or a DICOM series; accepted suffixes {accepted})"
     )
-
-
-def _view_of(name: str) -> str | None:
-    lower = os.path.basename(name).lower()
-    return next((view for view in VIEWS if lower.startswith(view)), None)
 
 
 def stage_case(image: str | os.PathLike | None, root: str | os.PathLike, case: str = "case") -> Path:
@@ -151,12 +132,12 @@ def stage_case(image: str | os.PathLike | None, root: str | os.PathLike, case: s
     folder = root / case
     if len(files) == 1 and _is_volume(files[0]):  # a CT: reconstructed from its DRRs
         root.mkdir(parents=True, exist_ok=True)
-        target = root / f"{case}{_suffix(files[0])}"
+        target = root / f"{case}{file_suffix(files[0])}"
         shutil.copyfile(files[0], target)
         return target
-    named = {f: _view_of(f) for f in files}
+    named = {f: view_of_name(f) for f in files}
     if len(files) == 1:
-        target_name = os.path.basename(files[0]) if named[files[0]] else f"frontal{_suffix(files[0])}"
+        target_name = os.path.basename(files[0]) if named[files[0]] else f"frontal{file_suffix(files[0])}"
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(files[0], folder / target_name)
         return root

@@ -1,9 +1,9 @@
 """The shipped files: weights and baselines whose sha256 the bundle records, and the guard that
 keeps a workflow from writing over them.
 
-The records are ``docs/shipped_models.json`` (``models.*`` and ``baselines.*``: ``file``,
-``sha256``) and ``docs/phantom_model.json`` (``file``, ``sha256``) under the bundle root. A file
-counts as shipped when its *content* hashes to a recorded value, wherever it lies: a copy of
+The hashes are the model registry's (``models/registry.json``: every model, baseline and other
+shipped file; :mod:`duolift_bundle.registry`). A file counts as shipped when its *content*
+hashes to a registered value, wherever it lies: a copy of
 ``models/model.pt`` is as precious as the original, and a run's own ``model.pt`` is not shipped
 even under ``models/``.
 
@@ -19,12 +19,9 @@ import os
 from pathlib import Path
 
 from duolift_bundle.errors import DuoLiftError
-from duolift_bundle.io_utils import read_json
+from duolift_bundle.registry import REGISTRY, load_registry
 
-__all__ = ["RECORDS", "ShippedFileError", "file_sha256", "recorded_hashes", "refuse_shipped"]
-
-#: the bundle's records of shipped files, relative to the bundle root
-RECORDS = ("docs/shipped_models.json", "docs/phantom_model.json")
+__all__ = ["ShippedFileError", "file_sha256", "recorded_hashes", "refuse_shipped"]
 
 
 class ShippedFileError(DuoLiftError, FileExistsError):
@@ -41,18 +38,11 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def recorded_hashes(bundle_root: str | os.PathLike) -> dict[str, str]:
-    """``{sha256: "<record file>: <shipped file>"}`` of every file the bundle's records list."""
-    found: dict[str, str] = {}
-    for record in RECORDS:
-        path = Path(bundle_root) / record
-        if not path.is_file():
-            continue
-        doc = read_json(path)
-        entries = [doc] if "sha256" in doc else [*doc.get("models", {}).values(), *doc.get("baselines", {}).values()]
-        for entry in entries:
-            if isinstance(entry, dict) and entry.get("sha256"):
-                found[entry["sha256"]] = f"{record}: {entry.get('file') or entry.get('model', '?')}"
-    return found
+    """``{sha256: "models/registry.json: <shipped file>"}`` of every file the registry lists
+    (empty when ``bundle_root`` holds no registry: nothing there is shipped)."""
+    if not (Path(bundle_root) / REGISTRY).is_file():
+        return {}
+    return {digest: f"{REGISTRY}: {file}" for file, digest in load_registry(bundle_root).shipped_files().items()}
 
 
 def refuse_shipped(path: str | os.PathLike, bundle_root: str | os.PathLike, replace: bool = False) -> bool:
@@ -72,5 +62,5 @@ def refuse_shipped(path: str | os.PathLike, bundle_root: str | os.PathLike, repl
         "weights under its --output_dir (the default --ckpt_dir), and will not overwrite shipped "
         "weights. To replace them on purpose, pass --replace_shipped True, or copy the run's "
         "<output_dir>/models/model.pt over it and re-record the hashes "
-        "(scripts/record_shipped_models.py)"
+        f"(scripts/record_shipped_models.py writes them into {REGISTRY})"
     )

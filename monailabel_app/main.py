@@ -2,8 +2,8 @@
 
     monailabel start_server --app monailabel_app --studies <folder> --conf models all
 
-``--conf`` keys: ``models`` (``all``, ``double_view``, ``single_view`` or a comma list; the
-shipped models recorded in ``docs/shipped_models.json``), ``bundle_root`` (default: this folder's
+``--conf`` keys: ``models`` (``all`` or a comma list of the served models of the bundle's model
+registry, ``models/registry.json``: ``double_view``, ``single_view``), ``bundle_root`` (default: this folder's
 parent, the repository), and any of ``device`` and inference.yaml's radiograph settings
 (``xray_pixel_spacing``, ``xray_contrast`` ...) for every request; a request's ``params`` may set
 the radiograph settings for itself.
@@ -17,23 +17,18 @@ import os
 from typing import Any
 
 import duolift_bundle
-from duolift_bundle.errors import ConfigError, MissingFileError
-from duolift_bundle.serving import REQUEST_SETTINGS
+from duolift_bundle.data.radiograph import REQUEST_SETTINGS
+from duolift_bundle.errors import ConfigError
+from duolift_bundle.registry import ModelSpec, load_registry
 from fastapi import HTTPException
 from lib.infers import DuoLiftReconstruction
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
-__all__ = ["DuoLiftApp", "MODELS"]
+__all__ = ["DuoLiftApp", "CONF_KEYS", "served_models"]
 
 logger = logging.getLogger(__name__)
 
-#: infer task name -> (shipped model key in docs/shipped_models.json, description); the views
-#: come from the model's configs
-MODELS = {
-    "duolift_double_view": ("double_view", "DuoLift double-view model"),
-    "duolift_single_view": ("single_view", "DuoLift single-view model"),
-}
 #: --conf keys passed on to the bundle's inference config
 CONF_KEYS = ("device",) + REQUEST_SETTINGS
 
@@ -46,22 +41,23 @@ def _value(text: str) -> Any:
         return text
 
 
+def served_models(bundle_root: str, wanted: str = "all") -> list[ModelSpec]:
+    """The registry's served models (``models/registry.json``, ``serve: true``) that ``--conf
+    models`` names: ``all``, or a comma list of their names."""
+    served = {spec.name: spec for spec in load_registry(bundle_root).served()}
+    keys = list(served) if wanted == "all" else [k.strip() for k in wanted.split(",")]
+    unknown = sorted(set(keys) - set(served))
+    if unknown:
+        raise ConfigError(f"--conf models: unknown {unknown}; choose all or of {', '.join(served)}")
+    return [served[k] for k in served if k in keys]
+
+
 class DuoLiftApp(MONAILabelApp):
     """The bundle's shipped models as MONAI Label infer tasks."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.bundle_root = os.path.realpath(conf.get("bundle_root", os.path.join(app_dir, "..")))
-        record = os.path.join(self.bundle_root, "docs", "shipped_models.json")
-        if not os.path.isfile(record):
-            raise MissingFileError(f"{record}: not found; --conf bundle_root must be the DuoLift bundle's folder")
-        with open(record) as f:
-            self.shipped = json.load(f)["models"]
-        wanted = conf.get("models", "all")
-        keys = [m[0] for m in MODELS.values()] if wanted == "all" else [k.strip() for k in wanted.split(",")]
-        unknown = sorted(set(keys) - {m[0] for m in MODELS.values()})
-        if unknown:
-            raise ConfigError(f"--conf models: unknown {unknown}; choose all, double_view, single_view")
-        self.keys = keys
+        self.models = served_models(self.bundle_root, conf.get("models", "all"))
         self.overrides = {k: _value(conf[k]) for k in CONF_KEYS if k in conf}
         super().__init__(
             app_dir=app_dir,
@@ -83,9 +79,9 @@ class DuoLiftApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         tasks: dict[str, InferTask] = {}
-        for name, (key, description) in MODELS.items():
-            if key in self.keys:
-                configs = self.shipped[key]["inference_configs"]
-                tasks[name] = DuoLiftReconstruction(self.bundle_root, configs, description, self.overrides)
-                logger.info("%s: %s with %s", name, self.shipped[key]["file"], configs)
+        for spec in self.models:
+            weights = {key: os.path.join(self.bundle_root, file) for key, file in spec.weights_override().items()}
+            overrides = {**spec.overrides, **weights, **self.overrides}
+            tasks[spec.task] = DuoLiftReconstruction(self.bundle_root, list(spec.configs), spec.description, overrides)
+            logger.info("%s: %s with %s", spec.task, spec.file, list(spec.configs))
         return tasks

@@ -60,7 +60,7 @@ def _grid_sample_baseline(ct: torch.Tensor, geo: DRRGeometry, spacing: float, n_
     x = v[None] * t[:, None, None]
     y = geo.sad - geo.sid * t[:, None, None].expand_as(z)
     grid = torch.stack([x / half, y / half, z / half], dim=-1)[None]  # (1, S, P, P, 3) as (W, H, D)
-    mu = hu_to_mu(ct * 2500 - 1024)
+    mu = hu_to_mu(Protocol().ct.to_hu(ct))
     samples = F.grid_sample(mu, grid, align_corners=True, padding_mode="zeros")
     step = geo.sid * float(t[1] - t[0]) * torch.sqrt(1 + (u**2 + v**2) / geo.sid**2)
     return samples.sum(dim=2)[0, 0] * step
@@ -70,8 +70,8 @@ def drr(repeats: int = 5) -> dict:
     from duolift_bundle.data.phantoms import make_phantom
 
     ph = make_phantom(0, size=128)
-    ct = torch.from_numpy(np.clip((ph.hu + 1024) / 2500, 0, 1))[None, None].float()
-    proj = DRRProjector()
+    ct = torch.from_numpy(np.clip(Protocol().ct.to_unit(ph.hu), 0, 1))[None, None].float()
+    proj = DRRProjector(Protocol())
     ours = _time(lambda: proj(ct), repeats)
     geo = DRRGeometry()
     base = _time(lambda: _grid_sample_baseline(ct, geo, Protocol().ct.voxel_mm), max(1, repeats // 2))

@@ -1,12 +1,13 @@
 """Write the bundle in the MONAI Model Zoo's layout (``models/<name>/`` of Project-MONAI/model-zoo).
 
-    python scripts/export_zoo_bundle.py --out DIR [--name duolift_ct_reconstruction]
+    python scripts/export_zoo_bundle.py --out DIR [--name duolift_ct_reconstruction] [--bundle_root .]
 
 ``DIR`` (created; it must not exist, nothing is overwritten) receives:
 
 - ``configs/``: every config, ``logging.conf`` and a real ``metadata.json`` (not the repository's
   link);
-- ``models/``: the shipped weights, baselines and the X-ray reference histogram;
+- ``models/``: the model registry (``models/registry.json``) and every file it lists (the shipped
+  weights, baselines and the X-ray reference histogram);
 - ``duolift_bundle/``: the code the configs import, with its embedded sample (the zoo puts the
   bundle folder on ``sys.path``; nothing is pip-installed there);
 - ``docs/README.md``: the model card with the zoo template's sections (Authors, Tags, System
@@ -25,12 +26,12 @@ import sys
 from pathlib import Path
 
 import fire
-from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.errors import MissingFileError, install_last_line_hook
 from duolift_bundle.io_utils import atomic_dir, read_json
+from duolift_bundle.registry import REGISTRY, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "duolift_ct_reconstruction"
-MODEL_FILES = ["model.pt", "model_single_view.pt", "phantom_cnn.pt", "xray_reference.json", "baselines"]
 
 ZOO_SECTIONS = """
 ## Authors
@@ -98,8 +99,8 @@ if __name__ == "__main__":
 '''
 
 
-def _card(meta: dict) -> str:
-    card = (ROOT / "docs" / "README.md").read_text()
+def _card(meta: dict, root: Path) -> str:
+    card = (root / "docs" / "README.md").read_text()
     authors = meta.get("authors", "")
     tags = ", ".join(["CT reconstruction", "X-ray", "chest", "GAN", "DRR", "3D"])
     return (
@@ -115,36 +116,39 @@ def _card(meta: dict) -> str:
     )
 
 
-def export(out: str, name: str = NAME) -> Path:
-    """Write the zoo-layout copy into ``out`` (see the module docstring); returns its path."""
+def export(out: str, name: str = NAME, bundle_root: str | Path = ROOT) -> Path:
+    """Write the zoo-layout copy of the bundle at ``bundle_root`` into ``out`` (see the module
+    docstring); returns its path."""
+    root = Path(bundle_root).resolve()
+    shipped = [REGISTRY, *load_registry(root).shipped_files()]
+    missing = [f for f in shipped if not (root / f).is_file()]
+    if missing:
+        raise MissingFileError(f"{root / REGISTRY} lists file(s) that are not there: {', '.join(missing)}")
     target = Path(out).resolve()
     if target.exists():
         sys.exit(f"{target}: exists; give a new folder (the export never overwrites)")
-    meta = read_json(ROOT / "configs" / "metadata.json")
+    meta = read_json(root / "configs" / "metadata.json")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     with atomic_dir(target) as tmp:
         tmp = Path(tmp)
         (tmp / "configs").mkdir()
-        for path in sorted((ROOT / "configs").iterdir()):
+        for path in sorted((root / "configs").iterdir()):
             if path.suffix in (".yaml", ".conf"):
                 shutil.copy2(path, tmp / "configs" / path.name)
         (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         (tmp / "models").mkdir()
-        for item in MODEL_FILES:
-            src = ROOT / "models" / item
-            if src.is_dir():
-                shutil.copytree(src, tmp / "models" / item, ignore=ignore)
-            else:
-                shutil.copy2(src, tmp / "models" / item)
-        shutil.copytree(ROOT / "duolift_bundle", tmp / "duolift_bundle", ignore=ignore)
+        for item in shipped:
+            (tmp / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / item, tmp / item)
+        shutil.copytree(root / "duolift_bundle", tmp / "duolift_bundle", ignore=ignore)
         (tmp / "docs" / "figures").mkdir(parents=True)
-        card = _card(meta)
+        card = _card(meta, root)
         (tmp / "docs" / "README.md").write_text(card)
-        shutil.copy2(ROOT / "docs" / "data_license.txt", tmp / "docs" / "data_license.txt")
-        for figure in sorted((ROOT / "docs" / "figures").glob("*.png")):
+        shutil.copy2(root / "docs" / "data_license.txt", tmp / "docs" / "data_license.txt")
+        for figure in sorted((root / "docs" / "figures").glob("*.png")):
             if f"figures/{figure.name}" in card:
                 shutil.copy2(figure, tmp / "docs" / "figures" / figure.name)
-        shutil.copy2(ROOT / "LICENSE", tmp / "LICENSE")
+        shutil.copy2(root / "LICENSE", tmp / "LICENSE")
         (tmp / "ci" / "unit_tests").mkdir(parents=True)
         (tmp / "ci" / "unit_tests" / f"test_{name}.py").write_text(UNIT_TEST.format(name=name))
     print(f"wrote {target} ({sum(f.stat().st_size for f in target.rglob('*') if f.is_file()) / 1e6:.1f} MB)")

@@ -18,15 +18,15 @@ import sys
 import fire
 import nibabel as nib
 import numpy as np
-from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.viz import comparison_figure
 
 
 def _unit(path: str) -> np.ndarray:
     data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-    if data.min() < -0.5 or data.max() > 1.5:  # HU
-        data = hu_to_unit(data)
+    if data.min() < -0.5 or data.max() > 1.5:  # HU, on the default protocol's window
+        data = CTProtocol().to_unit(data)
     return np.clip(data, 0.0, 1.0)
 
 

@@ -9,7 +9,7 @@ Writes, through the bundle's own preparation (128^3 protocol, DRRs, lung masks):
 - ``phantom_0500/``, ``phantom_0501/``: seeded synthetic phantoms (with lung / vessel labels);
 - ``datalist.json`` listing all three under ``test``;
 - ``size64/``: the same three cases prepared at 64^3 (5 mm voxels, 64 x 64 DRRs), the size of
-  the shipped CPU models (``configs/demo.yaml``), with its own ``datalist.json``.
+  the shipped CPU models (``models/registry.json``), with its own ``datalist.json``.
 
 To keep the package small, each ``ct.nii.gz`` stores integer HU + 1024 (0..2500) as int16 with
 the NIfTI scale slope 1/2500, so it loads as the same [0, 1] volume quantised to 1 HU.
@@ -27,11 +27,10 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from duolift_bundle.constants import HU_MAX, HU_MIN
 from duolift_bundle.data.phantoms import make_phantom_set
 from duolift_bundle.data.prepare import prepare
 from duolift_bundle.errors import install_last_line_hook
-from duolift_bundle.geometry import Protocol
+from duolift_bundle.geometry import CTProtocol, Protocol
 from duolift_bundle.io_utils import atomic_dir, read_json, write_json
 
 REAL_SOURCE = "COVID-CT-MD normal001 (CC BY 4.0; docs/data_license.txt)"
@@ -41,10 +40,11 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "duolift_bundle" / "sample_da
 def _shrink_ct(path: Path) -> None:
     img = nib.load(path)
     unit = np.asarray(img.dataobj, dtype=np.float64)
-    steps = np.clip(np.round(unit * (HU_MAX - HU_MIN)), 0, HU_MAX - HU_MIN).astype(np.int16)
+    lo, hi = CTProtocol().hu_window  # the sample is prepared with the default protocol: 1 HU steps
+    steps = np.clip(np.round(unit * (hi - lo)), 0, hi - lo).astype(np.int16)
     out = nib.Nifti1Image(steps, img.affine, img.header)
     out.set_data_dtype(np.int16)
-    out.header.set_slope_inter(1.0 / (HU_MAX - HU_MIN), 0.0)
+    out.header.set_slope_inter(1.0 / (hi - lo), 0.0)
     nib.save(out, path)
 
 

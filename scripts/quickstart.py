@@ -9,12 +9,13 @@ on the sample embedded in the package (``duolift_bundle/sample_data/size64``: th
 shipped models' 64^3), e.g. for the double-view model::
 
     python -m monai.bundle run evaluating \\
-        --config_file "['configs/inference.yaml','configs/evaluate.yaml','configs/demo.yaml']" \\
+        --config_file "['configs/inference.yaml','configs/evaluate.yaml']" \\
         --dataset_dir <package>/sample_data/size64 --output_dir demo/double_view --save_recon True \\
         --offline True
 
-Methods (``METHODS``): DuoLift-CNN double view (``models/model.pt``), single view
-(``models/model_single_view.pt``, ``configs/inference_single_view.yaml``: the frontal X-ray only),
+Methods (:func:`methods`: every entry of ``models/registry.json``): DuoLift-CNN double view
+(``models/model.pt``), single view (``models/model_single_view.pt``,
+``configs/inference_single_view.yaml``: the frontal X-ray only),
 the phantom-only model it replaced (``models/phantom_cnn.pt``), and the baselines that see no
 X-ray: the mean of the shipped models' training CTs and the mean of their two real training CTs
 (``models/baselines/``). It writes
@@ -38,54 +39,36 @@ import time
 from pathlib import Path
 
 import fire
-from duolift_bundle.constants import hu_to_unit
 from duolift_bundle.data.sample import sample_dir
 from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import atomic_path, write_json
+from duolift_bundle.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64
-BASE = ["configs/inference.yaml", "configs/evaluate.yaml"]
-#: (name, output folder, configs after BASE, overrides); paths relative to the bundle root
-METHODS = [
-    ("DuoLift-CNN double view", "double_view", ["configs/demo.yaml"], {"ckpt_path": "models/model.pt"}),
-    (
-        "DuoLift-CNN single view",
-        "single_view",
-        ["configs/inference_single_view.yaml"],
-        {"ckpt_path": "models/model_single_view.pt"},
-    ),
-    (
-        "phantom-only model (before)",
-        "phantom_only",
-        ["configs/demo.yaml"],
-        {"ckpt_path": "models/phantom_cnn.pt", "refine_steps": 0},  # as it was: refinement was chosen for the two above
-    ),
-    (
-        "mean of the training CTs",
-        "mean_training_cts",
-        ["configs/demo.yaml", "configs/baseline_mean.yaml"],
-        {"baseline_volume": "models/baselines/mean_training_cts.nii.gz"},
-    ),
-    (
-        "mean of the real training CTs",
-        "mean_real_training_cts",
-        ["configs/demo.yaml", "configs/baseline_mean.yaml"],
-        {"baseline_volume": "models/baselines/mean_real_training_cts.nii.gz"},
-    ),
-]
+
+
+def methods(bundle_root: str | os.PathLike = ROOT) -> list[tuple[str, str, list[str], dict]]:
+    """``(name, output folder, configs, overrides)`` of every entry of the model registry
+    (``models/registry.json``: the models, then the baselines), paths relative to the bundle root."""
+    return [
+        (spec.title, spec.name, spec.evaluation_configs(), {**spec.weights_override(), **spec.overrides})
+        for spec in load_registry(bundle_root).entries()
+    ]
+
+
+def figure_labels(bundle_root: str | os.PathLike = ROOT) -> dict[str, str]:
+    """``{output folder: label}`` of the entries drawn in the figures (the registry's ``figure``)."""
+    return {spec.name: spec.figure for spec in load_registry(bundle_root).entries() if spec.figure}
+
+
 COLUMNS = [("psnr_2d", "PSNR(2D)"), ("psnr_3d", "PSNR(3D)"), ("ssim_2d", "SSIM(2D)"), ("ssim_3d", "SSIM(3D)")]
-SHOWN = {
-    "double_view": "double view",
-    "single_view": "single view",
-    "phantom_only": "phantom-only",
-    "mean_training_cts": "mean volume",
-}
 
 
 def command(folder: str, configs: list[str], overrides: dict, out: str, lpips: bool = False) -> list[str]:
     """The ``python -m monai.bundle run evaluating`` command line of one method."""
-    files = "[" + ",".join(f"'{c}'" for c in BASE + configs) + "]"  # relative to the bundle root (the cwd)
+    files = "[" + ",".join(f"'{c}'" for c in configs) + "]"  # relative to the bundle root (the cwd)
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "evaluating",
         "--config_file", files,
@@ -129,13 +112,14 @@ def main(out: str = "demo", lpips: bool = False) -> None:
     import nibabel as nib
     from duolift_bundle.viz import comparison_figure
 
-    files = [v for _, _, _, o in METHODS for v in o.values() if isinstance(v, str)]
+    runs, labels = methods(), figure_labels()
+    files = [v for _, _, _, o in runs for v in o.values() if isinstance(v, str)]
     missing = [v for v in files if not (ROOT / v).is_file()]
     if missing:
         sys.exit(f"shipped files missing (they are in the repository): {', '.join(missing)}")
     t0 = time.perf_counter()
     results: dict[str, dict[str, dict]] = {}
-    for name, folder, configs, overrides in METHODS:
+    for name, folder, configs, overrides in runs:
         cmd = command(folder, configs, overrides, out, lpips)
         shown = ["python", *cmd[1:]]
         print(
@@ -155,25 +139,25 @@ def main(out: str = "demo", lpips: bool = False) -> None:
         out_dir / "summary.json",
         {
             "sample": str(sample_dir(SIZE)),
-            "methods": {n: {"folder": f, "configs": BASE + c} for n, f, c, _ in METHODS},
+            "methods": {n: {"folder": f, "configs": c} for n, f, c, _ in runs},
             "results": results,
         },
     )
     figures = []
-    for case in results[METHODS[0][0]]:
+    for case in results[runs[0][0]]:
         target = nib.load(sample_dir(SIZE) / case / "ct.nii.gz").get_fdata()
         vols = {}
-        for _, folder, _, _ in METHODS:
+        for _, folder, _, _ in runs:
             recon = out_dir / folder / "reconstructions" / case / "recon_hu.nii.gz"
-            if folder in SHOWN and recon.is_file():
-                vols[SHOWN[folder]] = hu_to_unit(nib.load(recon).get_fdata())
-        real = results[METHODS[0][0]][case]["origin"] == "real"
+            if folder in labels and recon.is_file():
+                vols[labels[folder]] = CTProtocol().to_unit(nib.load(recon).get_fdata())
+        real = results[runs[0][0]][case]["origin"] == "real"
         title = f"{case} ({'real, never seen in training' if real else 'synthetic'})"
         figures.append(comparison_figure(target, vols, out_dir / "figures" / f"{case}.png", title=title))
     print(f"\ndone in {time.perf_counter() - t0:.0f} s\n")
     print(text)
-    for case in results[METHODS[0][0]]:
-        for folder in ("double_view", "single_view"):
+    for case in results[runs[0][0]]:
+        for folder in (spec.name for spec in load_registry(ROOT).served()):
             print(f"reconstruction: {out_dir / folder / 'reconstructions' / case / 'recon_hu.nii.gz'}")
     for figure in figures:
         print(f"figure:         {figure}")

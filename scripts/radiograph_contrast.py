@@ -3,7 +3,7 @@ choose the default, as the model card reports it.
 
     python scripts/radiograph_contrast.py --out docs/radiograph_contrast.json
 
-Two measurements, with the shipped models (``configs/demo.yaml``: double view;
+Two measurements, with the served models of ``models/registry.json`` (double view;
 ``configs/inference_single_view.yaml``: single view):
 
 1. **The held-out real CT** ``normal001`` (embedded sample, 64^3; never seen in training): its
@@ -34,12 +34,14 @@ from duolift_bundle.data.xray_placement import field_mm
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.io_utils import write_json
 from duolift_bundle.metrics.image import psnr_3d, psnr_image, ssim_3d
+from duolift_bundle.registry import load_registry
 from duolift_bundle.transforms.consistency import ProjectionConsistencyd
 from PIL import Image
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"double view": ["configs/demo.yaml"], "single view": ["configs/inference_single_view.yaml"]}
+#: the served models' configs (models/registry.json), named by their views
+MODELS = {f"{m.figure}": list(m.configs) for m in load_registry(ROOT).served()}
 CONTRASTS = ("none", "histogram")
 
 

@@ -32,19 +32,22 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage as ndi
 import torch
-from duolift_bundle.constants import hu_to_unit, unit_to_hu
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
 from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import write_json
 from duolift_bundle.metrics.image import psnr_2d, psnr_3d, ssim_2d, ssim_3d
+from duolift_bundle.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"psnr_2d": psnr_2d, "psnr_3d": psnr_3d, "ssim_2d": ssim_2d, "ssim_3d": ssim_3d}
+#: the fold runs of the two shipped models (train_real_folds.sh); the phantom-only model is one file
+FOLD_RUNS = {"double_view": "runs/real64_dv_{case}/checkpoints", "single_view": "runs/real64_sv_{case}/checkpoints"}
+#: table row -> [views, weights (a file, or a fold's checkpoint folder), width]: the registry's models
 DEFAULT_MODELS = {
-    "DuoLift-CNN double view": [2, "runs/real64_dv_{case}/checkpoints", 0.125],
-    "DuoLift-CNN single view": [1, "runs/real64_sv_{case}/checkpoints", 0.25],
-    "phantom-only model (before)": [2, "models/phantom_cnn.pt", 0.125],
+    spec.title: [spec.views, FOLD_RUNS.get(name, spec.file), spec.width]
+    for name, spec in load_registry(ROOT).models.items()
 }
 
 
@@ -54,12 +57,12 @@ def _read(path: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _network_def(views: int, width: float):
-    """The inference config's network (inference.yaml + demo.yaml: 64^3) of ``views`` and ``width``,
+    """The inference config's network (inference.yaml: 64^3) of ``views`` and ``width``,
     parsed once per architecture (each fold loads its weights into it)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
+    parser.read_config([str(ROOT / "configs" / "inference.yaml")])
     parser.update({"bundle_root": str(ROOT), "views": views, "width": width})
     return parser.get_parsed_content("network_def")
 
@@ -82,14 +85,14 @@ def _mean(items: list[dict]) -> np.ndarray:
 
 def _bone_regions(target: np.ndarray, bone_hu: float) -> tuple[np.ndarray, np.ndarray]:
     """The target's bone voxels (>= ``bone_hu``) and the soft tissue within 3 voxels of them."""
-    bone = target >= hu_to_unit(bone_hu)
-    hu = unit_to_hu(target)
+    bone = target >= CTProtocol().to_unit(bone_hu)
+    hu = CTProtocol().to_hu(target)
     beside = ndi.binary_dilation(bone, np.ones((3, 3, 3), bool), iterations=3) & ~bone & (hu >= -200) & (hu <= 200)
     return bone, beside
 
 
 def _bone_columns(volume: np.ndarray, bone: np.ndarray, beside: np.ndarray) -> dict[str, float]:
-    hu = unit_to_hu(np.clip(volume, 0, 1))
+    hu = CTProtocol().to_hu(np.clip(volume, 0, 1))
     return {
         "bone_hu": round(float(hu[bone].mean()), 1),
         "bone_contrast_hu": round(float(hu[bone].mean() - hu[beside].mean()), 1),

@@ -123,11 +123,11 @@ def main(
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
+    parser.read_config([str(ROOT / "configs" / "inference.yaml")])
     net = load_generator(parser.get_parsed_content("network_def"), model)  # also proves the file fits the config
     settings, command = recipe()
     record = {
-        "model": "DuoLift-CNN, double view, 64^3, width 0.125 (configs/demo.yaml)",
+        "model": "DuoLift-CNN, double view, 64^3, width 0.125 (configs/inference.yaml)",
         "file": "models/phantom_cnn.pt",
         "sha256": file_sha256(model),
         "parameters": int(sum(p.numel() for p in net.parameters())),

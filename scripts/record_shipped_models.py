@@ -11,7 +11,8 @@ Two steps around the quick start (whose sample metrics the record keeps):
 ``export`` copies the generator of each run's last full checkpoint (the last epoch: the held-out
 validation case only reports, it does not pick weights) to ``models/model.pt`` (double view) and
 ``models/model_single_view.pt``, and writes the baselines' mean volumes to ``models/baselines/``;
-it refuses to replace a shipped file that differs unless ``--replace True``. ``record`` writes the
+it refuses to replace a shipped file that differs unless ``--replace True``, and writes the new
+hashes into ``models/registry.json``. ``record`` writes the
 hashes, the recipe as the configs resolve it, the commands, the validation curves, the
 leave-one-out table (``docs/real_ct_loo.json``, from ``scripts/real_ct_report.py``) and the
 sample metrics; ``tests/workflows/test_bundle_checks.py`` checks the files against it.
@@ -27,6 +28,7 @@ from pathlib import Path
 import fire
 import torch
 from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.registry import REGISTRY, load_registry
 from duolift_bundle.shipped import ShippedFileError, file_sha256
 from record_phantom_model import _per_case, validation_curve  # scripts/ is on sys.path when a script runs
 
@@ -36,15 +38,25 @@ TRAIN_CONFIGS = {
     "double_view": ["configs/train.yaml", "configs/train_real.yaml"],
     "single_view": ["configs/train.yaml", "configs/train_real.yaml", "configs/train_real_single_view.yaml"],
 }
-INFER_CONFIGS = {
-    "double_view": ["configs/inference.yaml", "configs/demo.yaml"],
-    "single_view": ["configs/inference.yaml", "configs/inference_single_view.yaml"],
-}
-FILES = {"double_view": "models/model.pt", "single_view": "models/model_single_view.pt"}
-BASELINES = {
-    "mean_training_cts": "models/baselines/mean_training_cts.nii.gz",
-    "mean_real_training_cts": "models/baselines/mean_real_training_cts.nii.gz",
-}
+#: the shipped models and baselines: their files and inference configs (models/registry.json)
+REGISTERED = load_registry(ROOT)
+FILES = {key: REGISTERED.models[key].file for key in TRAIN_CONFIGS}
+INFER_CONFIGS = {key: list(REGISTERED.models[key].configs) for key in TRAIN_CONFIGS}
+BASELINES = {key: spec.file for key, spec in REGISTERED.baselines.items()}
+
+
+def _register(file: str, digest: str) -> None:
+    """Write a shipped file's new hash into the registry (the guard and the checks read it there)."""
+    from duolift_bundle.io_utils import read_json, write_json
+
+    doc = read_json(ROOT / REGISTRY)
+    for section in ("models", "baselines", "files"):
+        for entry in doc.get(section, {}).values():
+            if entry["file"] == file:
+                entry["sha256"] = digest
+    write_json(ROOT / REGISTRY, doc)
+
+
 SETTING_KEYS = [
     "views",
     "size",
@@ -114,6 +126,7 @@ def export(
         buf = io.BytesIO()
         torch.save(state, buf)
         digest = _write_once(ROOT / FILES[key], buf.getvalue(), replace)
+        _register(FILES[key], digest)
         print(f"{FILES[key]}: {digest[:16]}... from {ckpt}")
     real_cts = [it["ct"] for s in SPLITS for it in load_datalist(real, s) if holdout not in it["case"]]
     means = {
@@ -129,6 +142,7 @@ def export(
         if path.exists() and not replace:
             raise ShippedFileError(f"{path}: a different shipped file is there; pass --replace True to replace it")
         volume.save(str(path))
+        _register(BASELINES[key], file_sha256(path))
         print(f"{BASELINES[key]}: {file_sha256(path)[:16]}...")
 
 
@@ -188,7 +202,6 @@ def record(
             "sha256": file_sha256(path),
             "parameters": int(sum(p.numel() for p in net.parameters())),
             "bytes": path.stat().st_size,
-            "inference_configs": INFER_CONFIGS[key],
             "training": {
                 "command": command,
                 "settings": {k: train.get_parsed_content(k) for k in SETTING_KEYS},

@@ -21,6 +21,16 @@ ZOO_CI = Path(os.environ.get("DUOLIFT_ZOO_CI", ROOT.parent / "shared" / "tools" 
 REAL_CT = Path(os.environ.get("DUOLIFT_TEST_CT", ROOT.parent / "shared" / "data" / "chest-ct-dicom" / "normal001"))
 
 
+def hu_to_unit(hu):
+    """HU -> the data contract's [0, 1] on X2CT's window (HU + 1024) / 2500, the tests' own reference."""
+    return (hu + 1024.0) / 2500.0
+
+
+def unit_to_hu(unit):
+    """The inverse of :func:`hu_to_unit`."""
+    return unit * 2500.0 - 1024.0
+
+
 def dice(a, b) -> float:
     """DICE of two binary arrays (1.0 when both are empty), the tests' own reference."""
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)

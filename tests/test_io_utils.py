@@ -17,3 +17,5 @@ def test_a_case_list_is_written_or_a_stale_one_removed(tmp_path, name):
     write_case_list(path, {})
     assert not path.exists()
     write_case_list(path, {})  # nothing there, nothing listed: no error
+    write_case_list(path, [{"path": "a", "reason": "no CT"}])  # skipped.json: a list of sources
+    assert json.loads(path.read_text()) == [{"path": "a", "reason": "no CT"}]

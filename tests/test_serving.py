@@ -11,10 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import ROOT, write_dicom_series
+from duolift_bundle.data.radiograph import REQUEST_SETTINGS
 from duolift_bundle.data.sample import sample_dir
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.serving import (
-    REQUEST_SETTINGS,
     CaseFailedError,
     MissingViewError,
     NoInputError,
@@ -51,6 +51,8 @@ def _request(tmp_path: Path, names: list[str]) -> Path:
         (["lateral_view.png"], ["case/lateral_view.png"]),
         (["frontal.png", "lateral.png"], ["case/frontal.png", "case/lateral.png"]),
         (["Frontal PA.nii.gz", "LATERAL.nii.gz"], ["case/Frontal PA.nii.gz", "case/LATERAL.nii.gz"]),
+        # a prepared case's files (prepare_data.py's names), as `run inferring` reads them too
+        (["xray_frontal.nii.gz", "xray_lateral.nii.gz"], ["case/xray_frontal.nii.gz", "case/xray_lateral.nii.gz"]),
     ],
 )
 def test_stage_case_lays_radiographs_out_as_a_case_folder(tmp_path, names, expected):
@@ -112,7 +114,7 @@ def single_view():
 
 @pytest.fixture(scope="module")
 def double_view():
-    return Reconstructor(ROOT, ["configs/inference.yaml", "configs/demo.yaml"])
+    return Reconstructor(ROOT, ["configs/inference.yaml"])
 
 
 def test_reconstructor_reads_the_models_configuration(single_view, double_view):

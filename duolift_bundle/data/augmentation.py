@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY, view_names
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.contract import CheckContractd
@@ -84,8 +84,7 @@ def drr_augmentation(
     augmented ``ct`` / ``lung_mask`` stay there, the ``xray`` comes back to the CPU).
     """
     p = protocol or Protocol()
-    if views not in (1, 2):
-        raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+    names = view_names(views)
     for name, value in (("scale", scale), ("noise_std", noise_std), ("prob", prob)):
         if value < 0:
             raise ConfigError(f"drr_augmentation: {name} must be >= 0, got {value}")
@@ -110,7 +109,7 @@ def drr_augmentation(
             RandAdjustContrastd(CT_KEY, prob=prob, gamma=tuple(gamma)),
             RandGaussianNoised(CT_KEY, prob=prob, std=noise_std),
             ScaleIntensityRanged(CT_KEY, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
-            DRRd(CT_KEY, XRAY_KEY, views=VIEWS[:views], protocol=p, device=device),
+            DRRd(CT_KEY, XRAY_KEY, views=names, protocol=p, device=device),
             CheckContractd(size=p.size, views=views, xray_size=p.xray_size),
         ]
     )

@@ -15,6 +15,7 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import nibabel as nib
 import numpy as np
 import torch
 from duolift_bundle.errors import DuoLiftError
@@ -32,6 +33,8 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "ITK_SUFFIXES",
     "is_volume_file",
+    "file_suffix",
+    "is_3d_volume",
     "is_dicom_file",
 ]
 
@@ -69,8 +72,27 @@ class DicomSeries:
 
 def is_volume_file(path: str | os.PathLike) -> bool:
     """True for a file name with a NIfTI / MetaImage / NRRD suffix."""
-    name = str(path).lower()
-    return name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES)
+    return file_suffix(path) in NIFTI_SUFFIXES + ITK_SUFFIXES
+
+
+def file_suffix(path: str | os.PathLike) -> str:
+    """The lower-case suffix of a file name, ``.nii.gz`` kept whole (``"a/CT.NII.GZ"`` -> ``".nii.gz"``)."""
+    name = os.path.basename(os.fspath(path)).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
+
+
+def is_3d_volume(path: str | os.PathLike) -> bool:
+    """True for a CT volume file: MetaImage / NRRD, or a NIfTI with three dimensions of more than one
+    voxel (a 2D NIfTI is a radiograph). Raises :class:`CTInputError` for a NIfTI name on an
+    unreadable file."""
+    suffix = file_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        try:
+            shape = nib.load(os.fspath(path)).shape
+        except Exception as err:  # nibabel raises ImageFileError / OSError / EOFError on bad files
+            raise CTInputError(f"{os.path.basename(path)}: not a readable NIfTI file ({err})") from err
+        return sum(int(s) > 1 for s in shape) >= 3
+    return suffix in ITK_SUFFIXES
 
 
 def _gdcm_series(folder: str) -> dict[str, list[str]]:

@@ -23,7 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import torch
-from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY, view_names
 from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.splits import SPLITS, assign_splits
@@ -57,9 +57,7 @@ _FILE_KEYS = (CT_KEY, LUNG_MASK_KEY)
 
 def xray_keys(views: int) -> list[str]:
     """Datalist keys of the X-ray files: ``xray_frontal`` (+ ``xray_lateral``)."""
-    if views not in (1, 2):
-        raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
-    return [f"xray_{v}" for v in VIEWS[:views]]
+    return [f"xray_{v}" for v in view_names(views)]
 
 
 def load_datalist(
@@ -116,15 +114,15 @@ def prepared_transforms(views: int = 2, size: int = CTProtocol.size, extra_keys:
     )
 
 
-def x2ct_transforms(views: int = 2, size: int = CTProtocol.size, xray_size: int | None = None, **kwargs) -> Compose:
-    """X2CT HDF5 path (``h5`` key) -> contract, lung mask computed with the classical segmenter;
-    X-rays at ``xray_size`` (default ``size``, the data contract)."""
-    xray_size = xray_size or size
+def x2ct_transforms(protocol: Protocol | None = None, views: int = 2, **kwargs) -> Compose:
+    """X2CT HDF5 path (``h5`` key) -> contract at the sizes and HU window of ``protocol``, lung
+    mask computed with the classical segmenter; ``kwargs`` go to :class:`LoadX2CTH5d` (flips)."""
+    p = protocol or Protocol()
     return Compose(
         [
-            LoadX2CTH5d("h5", size=size, xray_size=xray_size, views=views, **kwargs),
-            LungMaskd(CT_KEY, output_key=LUNG_MASK_KEY),
-            CheckContractd(size=size, views=views, xray_size=xray_size),
+            LoadX2CTH5d("h5", protocol=p, views=views, **kwargs),
+            LungMaskd(CT_KEY, output_key=LUNG_MASK_KEY, protocol=p.ct),
+            CheckContractd(size=p.size, views=views, xray_size=p.xray_size),
         ]
     )
 
@@ -180,21 +178,18 @@ def x2ct_h5_dataset(
     root: str | os.PathLike,
     names_file: str | os.PathLike | None = None,
     views: int = 2,
-    size: int = CTProtocol.size,
-    xray_size: int | None = None,
+    protocol: Protocol | None = None,
     num_workers: int = 0,
     **kwargs,
 ) -> CacheDataset:
     """X2CT-GAN's preprocessed folders; ``names_file`` is e.g. their ``train.txt`` / ``test.txt``;
-    X-rays resized to ``xray_size`` (default ``size``, the data contract)."""
+    volumes and X-rays at the sizes of ``protocol`` (the data contract)."""
     names = None
     if names_file is not None:
         with open(names_file) as f:
             names = [line.strip() for line in f if line.strip()]
     items = find_x2ct_cases(root, names)
-    return CacheDataset(
-        items, x2ct_transforms(views, size, xray_size or size, **kwargs), num_workers=num_workers, progress=False
-    )
+    return CacheDataset(items, x2ct_transforms(protocol, views, **kwargs), num_workers=num_workers, progress=False)
 
 
 def make_dataset(
@@ -268,8 +263,7 @@ def make_dataset(
             x2ct_root,
             x2ct_names_file,
             views=views,
-            size=protocol.size,
-            xray_size=protocol.xray_size,
+            protocol=protocol,
             num_workers=num_workers,
         )
     raise ConfigError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from duolift_bundle.constants import VIEWS
+from duolift_bundle.constants import VIEWS, view_names
 from duolift_bundle.data.ct_io import ITK_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file, is_volume_file
 from duolift_bundle.data.splits import lidc_patient_id
 from duolift_bundle.data.xray_io import find_view_files
@@ -123,7 +123,7 @@ def _modality(folder: str, files: list[str]) -> str:
 
 def _xray_case(folder: str, views: int) -> CaseSource:
     files = find_view_files(folder)
-    wanted = VIEWS[:views]
+    wanted = view_names(views)
     missing = [v for v in wanted if v not in files]
     if missing:
         error = (

@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from duolift_bundle.constants import CT_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.constants import CT_KEY, VIEWS, XRAY_KEY, view_names
 from duolift_bundle.data.discovery import discover_cases
 from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
 from duolift_bundle.data.raw_chain import raw_ct_chain
 from duolift_bundle.data.xray_io import XRayInputError
-from duolift_bundle.data.xray_placement import DEFAULT_MAGNIFICATION
 from duolift_bundle.geometry import Protocol
 from monai.transforms import Transform
 
@@ -64,26 +63,18 @@ class LoadInferenceCase(Transform):
     passes collation and decollation unchanged) for radiograph cases.
 
     Radiograph files go through :func:`~duolift_bundle.data.radiograph.load_radiograph` with
-    the ``xray_*`` settings of ``inference.yaml`` (``normalize``, ``placement``,
-    ``pixel_spacing``, ``magnification``, ``contrast``, ``reference``: see
-    :class:`~duolift_bundle.data.radiograph.RadiographSettings`)."""
+    ``settings``, the :class:`~duolift_bundle.data.radiograph.RadiographSettings` that
+    ``inference.yaml`` builds from its ``xray_*`` keys (the defaults' when None)."""
 
     def __init__(
-        self,
-        views: int = 2,
-        protocol: Protocol | None = None,
-        normalize: str = "max",
-        placement: str = "physical",
-        pixel_spacing: float | Sequence[float] | None = None,
-        magnification: float = DEFAULT_MAGNIFICATION,
-        contrast: str = "none",
-        reference: str | os.PathLike | None = None,
+        self, views: int = 2, protocol: Protocol | None = None, settings: RadiographSettings | None = None
     ) -> None:
         self.views = views
+        view_names(views)
         self.protocol = protocol or Protocol()
-        self.settings = RadiographSettings(normalize, placement, pixel_spacing, magnification, contrast, reference)
-        if contrast == "histogram":  # a missing or bad reference stops the run before the first case
-            for view in VIEWS[:views]:
+        self.settings = settings or RadiographSettings()
+        if self.settings.contrast == "histogram":  # a missing or bad reference stops the run before the first case
+            for view in view_names(views):
                 self.settings.reference_quantiles(view)
         self._ct_chain = None
 
@@ -102,7 +93,7 @@ class LoadInferenceCase(Transform):
                 XRAY_KEY: torch.as_tensor(np.asarray(out[XRAY_KEY]), dtype=torch.float32),
                 CT_KEY: out[CT_KEY],
             }
-        wanted = VIEWS[: self.views]
+        wanted = view_names(self.views)
         images, info = [], {}
         for view in wanted:
             image, info[view] = load_radiograph(item[view], view, self.protocol, self.settings)

@@ -91,7 +91,7 @@ def prepare_case(
         for key in label_keys:
             _save_nifti(tmp / names[key], data[key][0].numpy().round().astype(np.uint8), affine)
         if "x2ct-h5" in formats:
-            write_x2ct_h5(tmp / X2CT_FILENAME, vol, xray)
+            write_x2ct_h5(tmp / X2CT_FILENAME, vol, xray, protocol.ct)
             names["h5"] = X2CT_FILENAME
         rel = os.path.relpath(case_dir, out_root)
         entry = {"case": source.case_id, **{key: f"{rel}/{name}" for key, name in names.items()}}

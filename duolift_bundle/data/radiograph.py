@@ -21,6 +21,7 @@ the inference summary reports per case.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -45,14 +46,15 @@ from duolift_bundle.data.xray_placement import (
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 
-__all__ = ["PLACEMENT", "RadiographSettings", "load_radiograph"]
+__all__ = ["PLACEMENT", "RadiographSettings", "REQUEST_SETTINGS", "load_radiograph"]
 
 PLACEMENT = ("physical", "square")
 
 
 @dataclass
 class RadiographSettings:
-    """The ``xray_*`` settings of ``inference.yaml``.
+    """The ``xray_*`` settings of ``inference.yaml`` (``xray_<field>``; the config builds this object
+    once and passes it whole), with their defaults and checks.
 
     Args:
         normalize: ``"max"`` or ``"minmax"`` (step 4).
@@ -95,6 +97,13 @@ class RadiographSettings:
         if view not in self._quantiles:
             self._quantiles[view] = load_reference(self.reference, [view])[view]
         return self._quantiles[view]
+
+
+#: the ``xray_*`` keys a server request or the MONAI Label app may set (every field of
+#: :class:`RadiographSettings` but the reference file, which belongs to the model)
+REQUEST_SETTINGS: tuple[str, ...] = tuple(
+    f"xray_{f.name}" for f in dataclasses.fields(RadiographSettings) if f.init and f.name != "reference"
+)
 
 
 def load_radiograph(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, VIEWS, XRAY_KEY, view_names
 from duolift_bundle.data.ct_io import LoadCTd
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
@@ -37,16 +37,15 @@ def raw_ct_chain(protocol: Protocol | None = None, views: int = 2, label_keys: S
         label_keys: keys of extra label volumes (NIfTI paths) to carry through the protocol.
     """
     p = protocol or Protocol()
-    if views not in (1, 2):
-        raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+    names = view_names(views)
     label_keys = list(label_keys)
     steps = [LoadCTd(CT_KEY)]
     if label_keys:
         steps.append(LoadImaged(label_keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True))
     steps.append(ct_protocol(CT_KEY, label_keys, p.ct))
     steps += [
-        DRRd(CT_KEY, XRAY_KEY, views=VIEWS[:views], protocol=p),
-        LungMaskd(CT_KEY, LUNG_MASK_KEY, hu_window=p.ct.hu_window),
+        DRRd(CT_KEY, XRAY_KEY, views=names, protocol=p),
+        LungMaskd(CT_KEY, LUNG_MASK_KEY, protocol=p.ct),
         CheckContractd(size=p.size, views=views, xray_size=p.xray_size),
     ]
     # lazy=None: the nested protocol Compose keeps its own lazy setting (MONAI would otherwise

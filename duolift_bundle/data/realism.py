@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from duolift_bundle.constants import HU_MAX, HU_MIN, unit_to_hu
+from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.transforms.lung_mask import body_mask
 from scipy import ndimage as ndi
 
@@ -77,12 +77,13 @@ def chest_statistics(
     lung_mask: np.ndarray,
     xray: np.ndarray,
     voxel_mm: float,
-    hu_window: Sequence[float] = (HU_MIN, HU_MAX),
+    protocol: CTProtocol | None = None,
 ) -> dict[str, float]:
     """:data:`STATISTICS` of one case.
 
     Args:
-        ct: ``(D, H, W)`` (or ``(1, D, H, W)``) in [0, 1] (the contract's HU window).
+        ct: ``(D, H, W)`` (or ``(1, D, H, W)``) in [0, 1], on the HU window of ``protocol`` (the
+            :class:`CTProtocol`, X2CT's by default).
         lung_mask: ``(D, H, W)``, nonzero inside the lungs.
         xray: ``(V, X, X)`` DRRs (frontal first); with one view the lateral statistics are NaN.
         voxel_mm: isotropic voxel size.
@@ -90,7 +91,7 @@ def chest_statistics(
     ct = np.asarray(ct, dtype=np.float32).reshape(np.shape(ct)[-3:])
     lung = np.asarray(lung_mask).reshape(ct.shape) > 0
     xray = np.asarray(xray, dtype=np.float32)
-    hu = unit_to_hu(ct, *hu_window)
+    hu = (protocol or CTProtocol()).to_hu(ct)
     size = ct.shape[0]
     fov = size * voxel_mm
     centre = (np.asarray(ct.shape) - 1) / 2.0

@@ -15,7 +15,7 @@ SIZES = (128, 64)
 
 def sample_dir(size: int = 128) -> Path:
     """Folder of the embedded sample cases (a real chest CT and two phantoms) prepared at ``size``^3:
-    128 (the paper's protocol) or 64 (the size of the CPU demo model, ``configs/demo.yaml``)."""
+    128 (the paper's protocol) or 64 (the size of the shipped CPU models, ``models/registry.json``)."""
     if int(size) not in SIZES:
         raise ConfigError(f"the embedded sample is prepared at {SIZES[0]}^3 and {SIZES[1]}^3, not {size}^3")
     root = Path(str(resources.files("duolift_bundle") / "sample_data"))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from duolift_bundle.constants import VIEWS
 from duolift_bundle.errors import DuoLiftError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "is_xray_file",
     "square_resize",
     "find_view_files",
+    "view_of_name",
 ]
 
 XRAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".dcm")
@@ -177,17 +179,23 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
 NORMALIZE = ("max", "minmax")
 
 
+def view_of_name(name: str | os.PathLike) -> str | None:
+    """The view a radiograph's file name says: ``"frontal"`` for ``frontal*`` / ``xray_frontal*``
+    (what ``prepare_data.py`` writes), ``"lateral"`` likewise, any case; None otherwise. The one
+    naming rule of ``run inferring``, the server and the MONAI Label app."""
+    stem = os.path.basename(os.fspath(name)).lower()
+    return next((view for view in VIEWS if stem.startswith((view, f"xray_{view}"))), None)
+
+
 def find_view_files(folder: str | os.PathLike) -> dict[str, str]:
-    """``{"frontal": path, "lateral": path}`` (those present) for files named ``frontal*`` /
-    ``lateral*`` (``xray_frontal*`` / ``xray_lateral*`` as ``prepare_data.py`` writes) in ``folder``."""
+    """``{"frontal": path, "lateral": path}`` (those present) for the radiograph files in ``folder``
+    whose names say their view (:func:`view_of_name`)."""
     found: dict[str, str] = {}
     for name in sorted(os.listdir(folder)):
-        if not is_xray_file(name):
+        view = view_of_name(name) if is_xray_file(name) else None
+        if view is None:
             continue
-        stem = name.lower()
-        for view in ("frontal", "lateral"):
-            if stem.startswith((view, f"xray_{view}")):
-                if view in found:
-                    raise XRayInputError(f"{folder}: two {view} X-rays ({Path(found[view]).name}, {name}); keep one")
-                found[view] = os.path.join(folder, name)
+        if view in found:
+            raise XRayInputError(f"{folder}: two {view} X-rays ({Path(found[view]).name}, {name}); keep one")
+        found[view] = os.path.join(folder, name)
     return found

@@ -122,11 +122,13 @@ def patient_pixel_mm(
     shape: tuple[int, int],
     header: Optional[dict],
     geometry: DRRGeometry,
-    override_mm: Optional[float | Sequence[float]] = None,
-    default_magnification: float = DEFAULT_MAGNIFICATION,
+    pixel_spacing: Optional[float | Sequence[float]],
+    magnification: float,
 ) -> Optional[Spacing]:
-    """The film's pixel size at the patient from its sidecar, ``override_mm`` or header (see the
+    """The film's pixel size at the patient from its sidecar, ``pixel_spacing`` or header (see the
     module docstring, steps 1-3); None when it has none or a nonsense one (the caller estimates).
+    ``pixel_spacing`` and ``magnification`` are the ``RadiographSettings``' (``xray_pixel_spacing``,
+    ``xray_magnification``: the latter for a DICOM ``ImagerPixelSpacing`` without distances).
 
     ``header`` holds what the reader found: ``format`` ("dicom", "nifti", "image") and, for DICOM,
     the tags ``ImagerPixelSpacing``, ``PixelSpacing``, ``EstimatedRadiographicMagnificationFactor``,
@@ -151,7 +153,7 @@ def patient_pixel_mm(
     if fmt == "dicom":
         imager = _pair(header.get("ImagerPixelSpacing"))
         if imager is not None and min(imager) > 0:
-            mag, how = _dicom_magnification(header, default_magnification)
+            mag, how = _dicom_magnification(header, magnification)
             pair = (imager[0] / mag, imager[1] / mag)
             if _plausible(pair, shape):
                 return Spacing(
@@ -171,11 +173,13 @@ def patient_pixel_mm(
                     *pair,
                     source=f"NIfTI pixdim {pix[0]:g} x {pix[1]:g} mm at the DRR detector / magnification {mag:.3f} (sid / sad)",
                 )
-    if override_mm is not None:
-        pair = _pair(override_mm)
+    if pixel_spacing is not None:
+        pair = _pair(pixel_spacing)
         if _plausible(pair, shape):
             return Spacing(*pair, source=f"xray_pixel_spacing {pair[0]:g} x {pair[1]:g} mm (patient plane)")
-        logger.warning("%s: xray_pixel_spacing %s gives a %s mm film; ignored", path, override_mm, _extent(pair, shape))
+        logger.warning(
+            "%s: xray_pixel_spacing %s gives a %s mm film; ignored", path, pixel_spacing, _extent(pair, shape)
+        )
     return None
 
 

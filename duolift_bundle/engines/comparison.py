@@ -43,11 +43,13 @@ from typing import Any, Mapping, Sequence
 import nibabel as nib
 import numpy as np
 import torch
-from duolift_bundle.constants import hu_to_unit
+from duolift_bundle.constants import view_names
 from duolift_bundle.data.datasets import load_datalist
 from duolift_bundle.data.splits import SPLITS
 from duolift_bundle.errors import ConfigError, InputFileError
+from duolift_bundle.geometry import CTProtocol, Protocol
 from duolift_bundle.io_utils import atomic_path, read_json, write_json
+from duolift_bundle.losses import BONE_HU
 
 __all__ = ["ComparisonSpec", "Run", "plan_runs", "prepare_folds", "train_runs", "evaluate_runs", "format_table"]
 
@@ -96,7 +98,7 @@ class ComparisonSpec:
     size: int = 64
     train_configs: Sequence[str] = ("configs/train.yaml", "configs/train_real.yaml")
     train_args: Mapping[str, Any] = field(default_factory=dict)
-    bone_hu: float = 150.0
+    bone_hu: float = BONE_HU
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     _STRUCTURED = ("recipes", "refinements", "folds", "seeds", "train_configs", "train_args", "models")
@@ -105,8 +107,10 @@ class ComparisonSpec:
         if not self.recipes and not self.models:
             raise ConfigError("a comparison needs at least one recipe or model")
         for name, overrides in {**self.recipes, **self.models}.items():
-            if int(overrides.get("views", 2)) not in (1, 2):
-                raise ConfigError(f"recipe {name}: views must be 1 or 2, got {overrides.get('views')}")
+            try:
+                view_names(int(overrides.get("views", 2)))
+            except ConfigError as err:
+                raise ConfigError(f"recipe {name}: {err}") from None
         for name, model in self.models.items():
             if "weights" not in model or not model.get("folds"):
                 raise ConfigError(f"model {name}: needs its weights file and the folds it may be scored on")
@@ -250,13 +254,14 @@ def _read(path: str) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)
 
 
-def score(pred: np.ndarray, target: np.ndarray, bone_hu: float) -> dict[str, float]:
-    """The comparison's metrics of one ``(D, H, W)`` reconstruction in [0, 1] against its target."""
+def score(pred: np.ndarray, target: np.ndarray, bone_hu: float, ct: CTProtocol) -> dict[str, float]:
+    """The comparison's metrics of one ``(D, H, W)`` reconstruction in [0, 1] against its target
+    (bone: above ``bone_hu`` on the HU window of ``ct``)."""
     from duolift_bundle.metrics.anatomy import dice
     from duolift_bundle.metrics.image import psnr_2d, psnr_3d, ssim_2d, ssim_3d
 
     pred = np.clip(pred, 0.0, 1.0)
-    level = hu_to_unit(bone_hu)
+    level = ct.to_unit(bone_hu)
     return {
         "psnr_3d": round(float(psnr_3d(pred, target)), 3),
         "ssim_3d": round(float(ssim_3d(pred, target)), 4),
@@ -294,7 +299,6 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
     """Stage 3: score every trained run with every refinement and the baselines (on the GPU when
     there is one); returns the results."""
     from duolift_bundle.engines.handlers import latest_checkpoint
-    from duolift_bundle.geometry import Protocol
     from duolift_bundle.networks import MeanVolume
     from duolift_bundle.transforms.drr import DRRProjector
     from duolift_bundle.transforms.refine import refine_volume
@@ -308,10 +312,14 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
     for fold, item in cases.items():
         target = targets[fold]
         others = [it["ct"] for it in real_items if it["case"] != item["case"]]
-        fold_rows = {BASELINES[0]: score(MeanVolume.from_files(others).mean[0].numpy(), target, spec.bone_hu)}
+        fold_rows = {
+            BASELINES[0]: score(MeanVolume.from_files(others).mean[0].numpy(), target, spec.bone_hu, protocol.ct)
+        }
         training = load_datalist(_fold_datalist(out, fold), "training")
         train_cts = list(dict.fromkeys(it["ct"] for it in training))
-        fold_rows[BASELINES[1]] = score(MeanVolume.from_files(train_cts).mean[0].numpy(), target, spec.bone_hu)
+        fold_rows[BASELINES[1]] = score(
+            MeanVolume.from_files(train_cts).mean[0].numpy(), target, spec.bone_hu, protocol.ct
+        )
         results["folds"][fold] = {"case": item["case"], "rows": fold_rows}
     xrays = {
         f: torch.from_numpy(np.stack([_read(it["xray_frontal"]), _read(it["xray_lateral"])]))[None]
@@ -335,7 +343,7 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
         x = xrays[run.fold][:, :views].to(device)
         with torch.no_grad():
             pred = net(x)
-        projector = DRRProjector.from_protocol(protocol, ("frontal", "lateral")[:views]).to(device)
+        projector = DRRProjector(protocol, view_names(views)).to(device)
         target = targets[run.fold]
         name = os.path.basename(weights)  # checkpoint_epoch=NNNN.pt of a run; a model file has none
         epochs = int(name.split("=")[1].split(".")[0]) if name.startswith("checkpoint_epoch=") else None
@@ -357,7 +365,7 @@ def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[R
                 pred, x, projector, int(ref.get("refine_steps", 0)), float(ref.get("refine_weight", 1.0)),
                 float(ref.get("refine_lr", 0.01)),
             )  # fmt: skip
-            row = score(vol[0, 0].cpu().numpy(), target, spec.bone_hu)
+            row = score(vol[0, 0].cpu().numpy(), target, spec.bone_hu, protocol.ct)
             row["refine_seconds"] = round(time.perf_counter() - t0, 2)
             name = f"{run.recipe}, refine {ref_name}"
             results["folds"][run.fold]["rows"].setdefault(name, {"seeds": {}})["seeds"][str(run.seed)] = row

@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Optional, Sequence, Sized
 
+from duolift_bundle.constants import view_names
 from duolift_bundle.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ def check_training_settings(
 ) -> bool:
     """Raise :class:`ConfigError` naming the key and the allowed values; True when all is well."""
     problems = []
-    if views not in (1, 2):
-        problems.append(f"views = {views!r}: must be 1 (frontal) or 2 (frontal + lateral)")
+    try:
+        view_names(views)
+    except ConfigError as err:
+        problems.append(f"views = {views!r}: {err}")
     if not isinstance(size, int) or size <= 0 or size % 16:
         problems.append(f"size = {size!r}: must be a positive multiple of 16 (U-Net++ pools four times)")
     if not width > 0:

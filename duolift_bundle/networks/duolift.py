@@ -53,6 +53,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from duolift_bundle.constants import view_names
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.networks.blocks import (
@@ -143,8 +144,7 @@ class DuoLiftGenerator(nn.Module):
         protocol: Optional[Protocol] = None,
     ) -> None:
         super().__init__()
-        if views not in (1, 2):
-            raise ConfigError(f"views must be 1 (frontal) or 2 (frontal + lateral), got {views}")
+        view_names(views)
         if image_size <= 0 or image_size % 4:
             raise ConfigError(f"image_size must be a positive multiple of 4, got {image_size}")
         if volume_size <= 0 or volume_size % 16:

@@ -81,8 +81,8 @@ def load_generator(
         raise InputFileError(
             f"{path}: checkpoint does not fit this network configuration ({detail}); "
             "pass the overrides the model was trained with (e.g. --views, --width, --lift, --dual_branch; "
-            "the 64^3 models shipped in models/ need configs/demo.yaml, or configs/inference_single_view.yaml, "
-            "merged after the config)"
+            "each model of models/registry.json lists the configs it runs with, e.g. "
+            "configs/inference_single_view.yaml merged after configs/inference.yaml for the single-view model)"
         )
     net.load_state_dict(state)
     return network.to(device).eval()

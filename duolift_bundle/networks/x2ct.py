@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from duolift_bundle.constants import view_names
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.networks.blocks import check_xray_input, lift_repeat
 
@@ -167,8 +168,7 @@ class X2CTGenerator(nn.Module):
         dense_layers: int = 3,
     ) -> None:
         super().__init__()
-        if views not in (1, 2):
-            raise ConfigError(f"views must be 1 or 2, got {views}")
+        view_names(views)
         levels = image_size.bit_length() - 1
         if image_size < 8 or 2**levels != image_size:
             raise ConfigError(f"image_size must be a power of two >= 8, got {image_size}")

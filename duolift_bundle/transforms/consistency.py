@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from duolift_bundle.constants import PRED_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.constants import PRED_KEY, XRAY_KEY, view_names
 from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.metrics.image import psnr_image, ssim_image
@@ -43,8 +43,8 @@ class ProjectionConsistencyd(MapTransform):
         min_lung_dice: float = 0.5,
     ) -> None:
         super().__init__(keys)
-        self.views = VIEWS[:views]
-        self.projector = DRRProjector.from_protocol(protocol or Protocol(), self.views)
+        self.views = view_names(views)
+        self.projector = DRRProjector(protocol, self.views)
         self.xray_key = xray_key
         self.output_key = output_key
         self.min_lung_dice = min_lung_dice

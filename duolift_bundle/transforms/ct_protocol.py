@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from duolift_bundle.constants import AIR_HU, AXIS_LABELS, VOLUME_AXCODES
-from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.constants import AXIS_LABELS, VOLUME_AXCODES
+from duolift_bundle.geometry import AIR_HU, CTProtocol
 from duolift_bundle.transforms.table import RemoveTabled
 from monai.transforms import (
     Compose,
@@ -77,7 +77,7 @@ def ct_protocol(
         steps.append(SpatialCropd(all_keys, roi_slices=[slice(0, p.crop_size), slice(None), slice(None)]))
     steps.append(ResizeWithPadOrCropd(all_keys, spatial_size=p.crop_size, mode="constant", value=0))
     if p.remove_table:
-        steps.append(RemoveTabled(keys, hu_window=p.hu_window, settings=p.table_removal, spacing=(p.spacing,) * 3))
+        steps.append(RemoveTabled(keys, protocol=p, spacing=(p.spacing,) * 3))
     steps.append(Resized(all_keys, spatial_size=(p.size,) * 3, mode=resize_modes))
     overrides = {k: {"mode": m, "padding_mode": "zeros"} for k, m in zip(all_keys, interp)}
     return Compose(steps, lazy=p.lazy, overrides=overrides if p.lazy else None)

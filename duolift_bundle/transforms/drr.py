@@ -38,9 +38,9 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from duolift_bundle.constants import HU_MAX, HU_MIN, VIEWS, unit_to_hu
+from duolift_bundle.constants import VIEWS
 from duolift_bundle.errors import ConfigError, ShapeError
-from duolift_bundle.geometry import DRR_NORMALIZE, MU_WATER, DRRGeometry, Protocol
+from duolift_bundle.geometry import MU_WATER, DRRGeometry, Protocol
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
@@ -232,75 +232,38 @@ class DRRProjector(torch.nn.Module):
     """Batched DRR simulation: CT volume -> one or two radiographs in [0, 1].
 
     Args:
-        geometry: the DRR set-up (X2CT's by default).
+        protocol: the :class:`~duolift_bundle.geometry.Protocol` (X2CT's 128^3 by default), taken
+            whole: its DRR settings (geometry, ``normalize``, ``max_value``, ``flip_frontal``,
+            ``mu_water``), its voxel size (the default spacing) and its HU window.
         views: the views to produce, in output-channel order.
-        spacing: voxel size in mm ``(sD, sH, sW)``; default the protocol's (2.5 mm = 320 mm / 128).
-        input_range: ``"unit"`` for the data contract's [0, 1] CT (mapped back with the HU window
-            ``hu_window``), or ``"hu"``.
-        normalize: ``"max"`` divides each image by its own maximum (X2CT), ``"fixed"`` divides by
-            ``max_value`` and clips to [0, 1], ``"none"`` returns raw line integrals.
-        max_value: the divisor of ``normalize="fixed"``.
-        flip_frontal: mirror the frontal view's columns (X2CT's PA flip).
-        mu_water: attenuation of water in 1/mm.
+        input_range: ``"unit"`` for the data contract's [0, 1] CT (mapped back with the protocol's
+            HU window), or ``"hu"``.
 
-    Shapes: ``forward((B, 1, D, H, W)) -> (B, V, output_size, output_size)``.
+    Shapes: ``forward((B, 1, D, H, W)[, spacing]) -> (B, V, output_size, output_size)``; ``spacing``
+    (mm, ``(sD, sH, sW)``) overrides the protocol's voxel size for one call.
     """
 
     def __init__(
-        self,
-        geometry: DRRGeometry | None = None,
-        views: Sequence[str] = VIEWS,
-        spacing: Sequence[float] | float | None = None,
-        input_range: str = "unit",
-        normalize: str = "max",
-        max_value: float = 12.0,
-        flip_frontal: bool = False,
-        mu_water: float = MU_WATER,
-        hu_window: tuple[float, float] = (HU_MIN, HU_MAX),
+        self, protocol: Protocol | None = None, views: Sequence[str] = VIEWS, input_range: str = "unit"
     ) -> None:
         super().__init__()
-        self.geometry = geometry or DRRGeometry()
+        self.protocol = protocol or Protocol()
         self.views = tuple(views)
         for v in self.views:
             if v not in VIEWS:
                 raise ConfigError(f"Unknown DRR view {v!r}; expected a subset of {VIEWS}")
         if not self.views:
             raise ConfigError("DRRProjector needs at least one view")
-        if spacing is None:
-            spacing = Protocol().ct.voxel_mm
-        self.spacing = (float(spacing),) * 3 if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
         if input_range not in ("unit", "hu"):
             raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
-        if normalize not in DRR_NORMALIZE:
-            raise ConfigError(f"normalize must be one of {DRR_NORMALIZE}, got {normalize!r}")
         self.input_range = input_range
-        self.normalize = normalize
-        self.max_value = float(max_value)
-        self.flip_frontal = bool(flip_frontal)
-        self.mu_water = float(mu_water)
-        self.hu_window = tuple(hu_window)
-
-    @classmethod
-    def from_protocol(
-        cls, protocol: Protocol, views: Sequence[str] = VIEWS, input_range: str = "unit"
-    ) -> "DRRProjector":
-        """The projector of ``protocol``: its DRR settings, voxel size and HU window."""
-        drr = protocol.drr
-        return cls(
-            drr.geometry,
-            views=views,
-            spacing=protocol.ct.voxel_mm,
-            input_range=input_range,
-            normalize=drr.normalize,
-            max_value=drr.max_value,
-            flip_frontal=drr.flip_frontal,
-            mu_water=drr.mu_water,
-            hu_window=protocol.ct.hu_window,
-        )
+        self.settings = self.protocol.drr
+        self.geometry = self.settings.geometry
+        self.spacing = (self.protocol.ct.voxel_mm,) * 3
 
     def attenuation(self, ct: torch.Tensor) -> torch.Tensor:
-        hu = unit_to_hu(ct, *self.hu_window) if self.input_range == "unit" else ct
-        return hu_to_mu(hu, self.mu_water)
+        hu = self.protocol.ct.to_hu(ct) if self.input_range == "unit" else ct
+        return hu_to_mu(hu, self.settings.mu_water)
 
     def forward(self, ct: torch.Tensor, spacing: Sequence[float] | None = None) -> torch.Tensor:
         if ct.ndim != 5 or ct.shape[1] != 1:
@@ -310,7 +273,7 @@ class DRRProjector(torch.nn.Module):
         images = []
         for view in self.views:
             img = line_integrals(mu, spacing, view, self.geometry)  # (B, P, P)
-            if view == "frontal" and self.flip_frontal:
+            if view == "frontal" and self.settings.flip_frontal:
                 img = torch.flip(img, dims=(-1,))
             images.append(img)
         out = torch.stack(images, dim=1)  # (B, V, P, P)
@@ -321,11 +284,11 @@ class DRRProjector(torch.nn.Module):
         return self._normalise(out)
 
     def _normalise(self, img: torch.Tensor) -> torch.Tensor:
-        if self.normalize == "max":
+        if self.settings.normalize == "max":
             peak = img.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
             return img / peak
-        if self.normalize == "fixed":
-            return torch.clamp(img / self.max_value, 0.0, 1.0)
+        if self.settings.normalize == "fixed":
+            return torch.clamp(img / self.settings.max_value, 0.0, 1.0)
         return img
 
 
@@ -356,7 +319,7 @@ class DRRd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.projector = DRRProjector.from_protocol(protocol or Protocol(), views)
+        self.projector = DRRProjector(protocol, views)
         self.output_key = output_key
         self.spacing = spacing
         self.device = device

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from duolift_bundle.constants import CT_KEY, PRED_KEY, unit_to_hu
+from duolift_bundle.constants import CT_KEY, PRED_KEY
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.metrics import image as im
@@ -29,10 +29,10 @@ def _volume(x: Any) -> np.ndarray:
     return a[0] if a.ndim == 4 else a
 
 
-def _spacing_of(x: Any) -> tuple[float, float, float]:
+def _spacing_of(x: Any, protocol: CTProtocol) -> tuple[float, float, float]:
     if isinstance(x, MetaTensor):
         return tuple(float(s) for s in x.pixdim[:3])  # type: ignore[return-value]
-    return (CTProtocol().voxel_mm,) * 3
+    return (protocol.voxel_mm,) * 3
 
 
 class ImageMetricsd(MapTransform):
@@ -77,23 +77,31 @@ class ImageMetricsd(MapTransform):
 
 class AnatomicalDiced(MapTransform):
     """Add ``dice_lung`` / ``dice_vessel`` (and the segmenters' names) to ``metrics``: both volumes
-    are converted to HU and segmented by ``lung`` and ``vessel``; ``spacing`` in mm (default: the
-    target's own voxel size, from its affine, or the protocol's)."""
+    are converted to HU with the HU window of ``protocol`` (the :class:`CTProtocol`) and segmented
+    by ``lung`` and ``vessel``; ``spacing`` in mm (default: the target's own voxel size, from its
+    affine, or the protocol's)."""
 
     def __init__(
-        self, lung, vessel, pred_key: str = PRED_KEY, target_key: str = CT_KEY, spacing: Sequence[float] | None = None
+        self,
+        lung,
+        vessel,
+        pred_key: str = PRED_KEY,
+        target_key: str = CT_KEY,
+        spacing: Sequence[float] | None = None,
+        protocol: CTProtocol | None = None,
     ) -> None:
         super().__init__(keys=pred_key)
         self.lung, self.vessel = lung, vessel
+        self.protocol = protocol or CTProtocol()
         self.pred_key, self.target_key = pred_key, target_key
         self.spacing = tuple(float(s) for s in spacing) if spacing is not None else None
 
     def __call__(self, data: Mapping[str, Any]) -> dict:
         d = dict(data)
-        t = unit_to_hu(_volume(d[self.target_key]))
-        spacing = self.spacing or _spacing_of(d[self.target_key])
+        t = self.protocol.to_hu(_volume(d[self.target_key]))
+        spacing = self.spacing or _spacing_of(d[self.target_key], self.protocol)
         for key in self.key_iterator(d):
             row = dict(d.get("metrics", {}))
-            row.update(anatomical_dice(unit_to_hu(_volume(d[key])), t, spacing, self.lung, self.vessel))
+            row.update(anatomical_dice(self.protocol.to_hu(_volume(d[key])), t, spacing, self.lung, self.vessel))
             d["metrics"] = row
         return d

@@ -24,7 +24,6 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from duolift_bundle.constants import HU_MAX, HU_MIN, unit_to_hu
 from duolift_bundle.errors import ConfigError, ShapeError
 from duolift_bundle.geometry import CTProtocol
 from monai.config import KeysCollection
@@ -172,10 +171,10 @@ def classical_lung_mask(
     return fill_holes_per_slice(lungs).astype(np.uint8)
 
 
-def _hu_of(img: torch.Tensor | np.ndarray, input_range: str, hu_window: Sequence[float]) -> np.ndarray:
+def _hu_of(img: torch.Tensor | np.ndarray, input_range: str, protocol: CTProtocol) -> np.ndarray:
     arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     arr = arr.astype(np.float32)
-    return unit_to_hu(arr, *hu_window) if input_range == "unit" else arr
+    return protocol.to_hu(arr) if input_range == "unit" else arr
 
 
 def _spacing(img, default: Sequence[float]) -> tuple[float, ...]:
@@ -188,8 +187,10 @@ class LungMaskd(MapTransform):
     """``data[key]`` CT ``(1, D, H, W)`` -> ``data[output_key]`` uint8 lung mask (same affine).
 
     Args:
-        input_range: ``"unit"`` for the contract's [0, 1] CT, ``"hu"`` for HU.
-        spacing: voxel size used when the CT carries no affine.
+        input_range: ``"unit"`` for the contract's [0, 1] CT (mapped to HU with the window of
+            ``protocol``), ``"hu"`` for HU.
+        protocol: the :class:`CTProtocol` (its HU window, and its voxel size for a CT that carries
+            no affine); X2CT's 128^3 by default.
         Other keyword arguments go to :func:`classical_lung_mask`.
     """
 
@@ -198,8 +199,7 @@ class LungMaskd(MapTransform):
         keys: KeysCollection = "ct",
         output_key: str = "lung_mask",
         input_range: str = "unit",
-        hu_window: Sequence[float] = (HU_MIN, HU_MAX),
-        spacing: Sequence[float] = _PROTOCOL_SPACING,
+        protocol: CTProtocol | None = None,
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:
@@ -208,8 +208,7 @@ class LungMaskd(MapTransform):
             raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
         self.output_key = output_key
         self.input_range = input_range
-        self.hu_window = tuple(hu_window)
-        self.spacing = tuple(spacing)
+        self.protocol = protocol or CTProtocol()
         self.kwargs = kwargs
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
@@ -219,7 +218,9 @@ class LungMaskd(MapTransform):
             if img.ndim != 4 or img.shape[0] != 1:
                 raise ShapeError(f"LungMaskd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
             mask = classical_lung_mask(
-                _hu_of(img[0], self.input_range, self.hu_window), _spacing(img, self.spacing), **self.kwargs
+                _hu_of(img[0], self.input_range, self.protocol),
+                _spacing(img, (self.protocol.voxel_mm,) * 3),
+                **self.kwargs,
             )
             out = torch.from_numpy(mask[None])
             if isinstance(img, MetaTensor):

@@ -30,7 +30,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
-from duolift_bundle.constants import PRED_KEY, VIEWS, XRAY_KEY
+from duolift_bundle.constants import PRED_KEY, XRAY_KEY, view_names
 from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
@@ -117,8 +117,8 @@ class ProjectionRefined(MapTransform):
         self.steps = int(steps)
         self.weight = float(weight)
         self.lr = float(lr)
-        self.views = VIEWS[:views]
-        self.projector = DRRProjector.from_protocol(protocol or Protocol(), self.views)
+        self.views = view_names(views)
+        self.projector = DRRProjector(protocol, self.views)
         self.xray_key = xray_key
         self.trust_lung_dice = float(trust_lung_dice)
         self.device = device

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
-from duolift_bundle.constants import CT_KEY, PRED_KEY, VIEWS, XRAY_KEY, unit_to_hu
+from duolift_bundle.constants import CT_KEY, PRED_KEY, VIEWS, XRAY_KEY
 from duolift_bundle.errors import ConfigError, MissingKeyError
 from duolift_bundle.geometry import CTProtocol, grid_affine
 from duolift_bundle.io_utils import atomic_path
@@ -46,7 +46,8 @@ class ToReferenceGeometryd(MapTransform):
 class SaveReconstructiond(MapTransform):
     """Write each volume of ``keys`` (a MetaTensor ``(1, D, H, W)`` in [0, 1], placed by
     :class:`ToReferenceGeometryd`) as ``<output_dir>/<case>/recon_hu.nii.gz`` (HU) and, with
-    ``save_unit``, ``recon_unit.nii.gz`` ([0, 1]); records the paths under ``"written"``.
+    ``save_unit``, ``recon_unit.nii.gz`` ([0, 1]), HU on the window of ``protocol`` (the
+    :class:`CTProtocol`, X2CT's by default); records the paths under ``"written"``.
 
     With ``target_key`` (the evaluation's ``ct``: the true CT, a MetaTensor in [0, 1] on the same
     grid) the true CT is written beside it as ``target_hu.nii.gz``, in HU too, so that the two open
@@ -64,14 +65,14 @@ class SaveReconstructiond(MapTransform):
         keys: Hashable = PRED_KEY,
         output_dir: str = ".",
         save_unit: bool = False,
-        hu_window: Sequence[float] | None = None,
+        protocol: CTProtocol | None = None,
         target_key: str | None = None,
     ) -> None:
         super().__init__(keys)
         self.output_dir = os.fspath(output_dir)
         self.save_unit = save_unit
         self.target_key = target_key
-        self.hu_window = tuple(hu_window) if hu_window else CTProtocol().hu_window
+        self.protocol = protocol or CTProtocol()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -81,7 +82,7 @@ class SaveReconstructiond(MapTransform):
             pred = d[key]
             if not isinstance(pred, MetaTensor):
                 raise ConfigError(f"{d['case']}: '{key}' carries no affine; place it with ToReferenceGeometryd first")
-            outputs = {"recon_hu.nii.gz": unit_to_hu(pred, *self.hu_window)}
+            outputs = {"recon_hu.nii.gz": self.protocol.to_hu(pred)}
             if self.save_unit:
                 outputs["recon_unit.nii.gz"] = pred
             if self.target_key is not None:
@@ -91,7 +92,7 @@ class SaveReconstructiond(MapTransform):
                     )
                 # on the reconstruction's grid: ToReferenceGeometryd gave it the true CT's affine
                 target = torch.as_tensor(d[self.target_key]).detach().cpu().float().reshape(pred.shape)
-                outputs["target_hu.nii.gz"] = MetaTensor(unit_to_hu(target, *self.hu_window), affine=pred.affine)
+                outputs["target_hu.nii.gz"] = MetaTensor(self.protocol.to_hu(target), affine=pred.affine)
             for name, volume in outputs.items():
                 path = os.path.join(case_dir, name)
                 img = nib.Nifti1Image(

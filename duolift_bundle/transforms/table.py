@@ -37,16 +37,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from duolift_bundle.constants import AIR_HU, HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
 from duolift_bundle.errors import ConfigError
-from duolift_bundle.geometry import TableRemoval
+from duolift_bundle.geometry import AIR_HU, CTProtocol, TableRemoval
 from duolift_bundle.transforms.lung_mask import ball, body_mask, in_plane_border_labels
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from scipy import ndimage as ndi
 
-__all__ = ["TableRemoval", "TableRemovalReport", "remove_table", "RemoveTabled", "REPORT_KEY"]
+__all__ = ["TableRemovalReport", "remove_table", "RemoveTabled", "REPORT_KEY"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +158,10 @@ def remove_table(
 class RemoveTabled(MapTransform):
     """Set everything outside the body (CT table, blankets, tubes) to air, where that is safe.
 
-    Works on the [0, 1] contract volume (``input_range="unit"``, with ``hu_window``) or on HU; the
-    voxel size comes from the image's affine (MetaTensor) or ``spacing``. The
+    Works on the [0, 1] contract volume (``input_range="unit"``, with the HU window of
+    ``protocol``) or on HU, with the :class:`TableRemoval` settings of ``protocol`` (the
+    :class:`CTProtocol`, X2CT's by default); the voxel size comes from ``spacing`` or the image's
+    affine (MetaTensor). The
     :class:`TableRemovalReport` is stored as a dict in the image's meta data under
     ``"table_removal"`` (and logged as a warning when the removal was refused or unchecked).
     """
@@ -169,8 +170,7 @@ class RemoveTabled(MapTransform):
         self,
         keys: KeysCollection = "ct",
         input_range: str = "unit",
-        hu_window: Sequence[float] = (HU_MIN, HU_MAX),
-        settings: TableRemoval | None = None,
+        protocol: CTProtocol | None = None,
         spacing: Sequence[float] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -178,8 +178,8 @@ class RemoveTabled(MapTransform):
         if input_range not in ("unit", "hu"):
             raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
         self.input_range = input_range
-        self.hu_window = tuple(float(v) for v in hu_window)
-        self.settings = settings or TableRemoval()
+        self.protocol = protocol or CTProtocol()
+        self.settings = self.protocol.table_removal
         self.spacing = None if spacing is None else tuple(float(v) for v in spacing)
 
     def _spacing(self, img) -> tuple[float, ...]:
@@ -191,11 +191,11 @@ class RemoveTabled(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
-        air = float(hu_to_unit(AIR_HU, *self.hu_window)) if self.input_range == "unit" else AIR_HU
+        air = float(self.protocol.to_unit(AIR_HU)) if self.input_range == "unit" else AIR_HU
         for key in self.key_iterator(d):
             img = d[key]
             arr = img[0].detach().cpu().numpy().astype(np.float32)
-            hu = unit_to_hu(arr, *self.hu_window) if self.input_range == "unit" else arr
+            hu = self.protocol.to_hu(arr) if self.input_range == "unit" else arr
             keep, report = remove_table(hu, self._spacing(img), self.settings)
             if report.reason:
                 source = img.meta.get("filename_or_obj", key) if isinstance(img, MetaTensor) else key

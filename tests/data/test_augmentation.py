@@ -73,9 +73,7 @@ def test_xrays_are_the_drrs_of_the_augmented_ct_and_the_mask_moves_with_it(prepa
     ds = _dataset(prepared)
     item = ds[1]
     # the X-rays are those of the returned (augmented) CT ...
-    reference = DRRProjector.from_protocol(protocol)(
-        item["ct"].as_tensor()[None].float(), spacing=(protocol.ct.voxel_mm,) * 3
-    )[0]
+    reference = DRRProjector(protocol)(item["ct"].as_tensor()[None].float(), spacing=(protocol.ct.voxel_mm,) * 3)[0]
     assert torch.allclose(item["xray"], reference, atol=1e-5)
     # ... and the lung mask still covers lung-density voxels of that CT (nearest, labels kept)
     mask = item["lung_mask"][0].numpy()

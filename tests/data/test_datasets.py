@@ -65,14 +65,14 @@ def test_raw_route_matches_prepared(phantom_set, tmp_path):
 
 
 def test_x2ct_route(tmp_path):
-    from duolift_bundle.constants import hu_to_unit
+    from conftest import hu_to_unit
     from duolift_bundle.data.phantoms import make_phantom
     from duolift_bundle.data.x2ct_h5 import write_x2ct_h5
     from duolift_bundle.transforms.drr import DRRProjector
 
     ph = make_phantom(8, size=64)
     ct = np.clip(hu_to_unit(ph.hu), 0, 1).astype(np.float32)
-    xr = DRRProjector(spacing=5.0)(torch.from_numpy(ct)[None, None])[0].numpy()
+    xr = DRRProjector(Protocol.build(size=64))(torch.from_numpy(ct)[None, None])[0].numpy()
     for name in ("A", "B"):
         write_x2ct_h5(tmp_path / name / "ct_xray_data.h5", ct, xr)
     (tmp_path / "list.txt").write_text("B\n")

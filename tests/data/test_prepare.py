@@ -126,7 +126,7 @@ def test_x2ct_h5_round_trip_and_errors(tmp_path):
     ct2, xr2 = read_x2ct_h5(path)
     np.testing.assert_allclose(ct2, ct, atol=1e-6)
     np.testing.assert_allclose(xr2, xray, atol=0.5 / 255 + 1e-6)
-    d = LoadX2CTH5d(size=16, xray_size=16, views=1, flip=(True, False, False))({"h5": str(path)})
+    d = LoadX2CTH5d(protocol=Protocol.build(size=16), views=1, flip=(True, False, False))({"h5": str(path)})
     assert tuple(d["ct"].shape) == (1, 16, 16, 16) and tuple(d["xray"].shape) == (1, 16, 16)
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"garbage")

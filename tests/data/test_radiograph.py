@@ -37,13 +37,13 @@ def drrs():
     ct = torch.as_tensor(np.asarray(nib.load(sample_dir(64) / "normal001" / "ct.nii.gz").dataobj, np.float32))[
         None, None
     ]
-    fine = DRRProjector.from_protocol(
+    fine = DRRProjector(
         dataclasses.replace(
             PROTOCOL, drr=dataclasses.replace(PROTOCOL.drr, geometry=dataclasses.replace(GEOMETRY, output_size=320))
         )
     )
     with torch.no_grad():
-        return fine(ct)[0].numpy(), DRRProjector.from_protocol(PROTOCOL)(ct)[0].numpy()
+        return fine(ct)[0].numpy(), DRRProjector(PROTOCOL)(ct)[0].numpy()
 
 
 def close_to(out: np.ndarray, reference: np.ndarray, share: float = 0.01) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from duolift_bundle.constants import hu_to_unit
+from conftest import hu_to_unit
 from duolift_bundle.data.realism import STATISTICS, TRUNK, chest_statistics, compare
 from duolift_bundle.transforms.lung_mask import body_mask
 

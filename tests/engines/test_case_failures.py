@@ -3,7 +3,6 @@ evaluator and DataLoader."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from duolift_bundle.data.xray_io import XRayInputError

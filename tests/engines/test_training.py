@@ -193,7 +193,7 @@ def test_torchrun_gloo_two_ranks_keep_identical_weights(phantoms32, tmp_path):
 @pytest.mark.parametrize(
     "extra, size, message",
     [
-        (["--views", "3"], "32", "views = 3: must be 1"),
+        (["--views", "3"], "32", "views = 3: views must be 1"),
         ([], "40", "size = 40: must be a positive multiple of 16"),
         (["--vews", "1"], "32", "unknown config key(s) --vews"),
         (["--accumulation_steps", "0"], "32", "accumulation_steps = 0"),

@@ -133,7 +133,7 @@ def _real_weights_present() -> bool:
 )
 def test_lungmask_real_weights_on_real_ct(real_ct_dir):
     """With the real R231 weights, lungmask and the classical mask agree on the real chest CT."""
-    from duolift_bundle.constants import unit_to_hu
+    from conftest import unit_to_hu
     from duolift_bundle.data.datasets import raw_ct_dataset
 
     item = raw_ct_dataset(str(real_ct_dir), None)[0]

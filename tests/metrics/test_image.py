@@ -20,7 +20,7 @@ def random_pair(seed: int, shape=(24, 20, 22)):
 
 @pytest.fixture(scope="module")
 def phantom_pair():
-    from duolift_bundle.constants import hu_to_unit
+    from conftest import hu_to_unit
     from duolift_bundle.data.phantoms import make_phantom
 
     target = np.clip(hu_to_unit(make_phantom(seed=1, size=32).hu), 0, 1).astype(np.float64)

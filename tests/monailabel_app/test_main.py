@@ -24,13 +24,14 @@ requests = pytest.importorskip("requests")
 pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/setup_monailabel.sh)")
 
 from duolift_bundle.data.sample import real_radiograph, sample_dir  # noqa: E402
+from duolift_bundle.registry import load_registry  # noqa: E402
 from requests_toolbelt.multipart.decoder import MultipartDecoder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 SAMPLE = sample_dir(64) / "normal001"
-#: the shipped models' inference configs (docs/shipped_models.json)
-SHIPPED = json.loads((ROOT / "docs" / "shipped_models.json").read_text())["models"]
+#: the served models (models/registry.json)
+SHIPPED = {spec.name: spec for spec in load_registry(ROOT).served()}
 
 
 def _free_port() -> int:
@@ -81,10 +82,11 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
-    """The sample's frontal + lateral DRRs as files named as in a case folder, and the real PA film."""
+    """The sample's frontal + lateral DRRs under a prepared case's names (``xray_frontal.nii.gz``,
+    as ``prepare_data.py`` writes them), and the real PA film."""
     folder = tmp_path_factory.mktemp("files")
-    shutil.copyfile(SAMPLE / "xray_frontal.nii.gz", folder / "frontal.nii.gz")
-    shutil.copyfile(SAMPLE / "xray_lateral.nii.gz", folder / "lateral.nii.gz")
+    shutil.copyfile(SAMPLE / "xray_frontal.nii.gz", folder / "xray_frontal.nii.gz")
+    shutil.copyfile(SAMPLE / "xray_lateral.nii.gz", folder / "xray_lateral.nii.gz")
     shutil.copyfile(real_radiograph(), folder / "film.dcm")
     return folder
 
@@ -100,7 +102,7 @@ def _inferring(model: str, case_files: list[Path], tmp_path: Path) -> nib.Nifti1
             case.rmdir()
         else:
             shutil.copyfile(f, case / ("frontal.dcm" if f.name == "film.dcm" else f.name))
-    configs = "[" + ",".join(f"'{c}'" for c in SHIPPED[model]["inference_configs"]) + "]"
+    configs = "[" + ",".join(f"'{c}'" for c in SHIPPED[model].configs) + "]"
     command = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", configs]
     command += ["--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--progress", "False"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -141,22 +143,22 @@ def test_info_lists_both_shipped_models(server):
 
 def test_a_frontal_lateral_session_matches_inferring(server, files, tmp_path):
     url, _, _ = server
-    with open(files / "frontal.nii.gz", "rb") as f, open(files / "lateral.nii.gz", "rb") as g:
-        session = requests.put(
-            f"{url}/session/", files=[("files", ("frontal.nii.gz", f)), ("files", ("lateral.nii.gz", g))], timeout=60
-        )
+    with open(files / "xray_frontal.nii.gz", "rb") as f, open(files / "xray_lateral.nii.gz", "rb") as g:
+        # a prepared case's two files: the same naming rule as `run inferring` (xray_io.view_of_name)
+        upload = [("files", ("xray_frontal.nii.gz", f)), ("files", ("xray_lateral.nii.gz", g))]
+        session = requests.put(f"{url}/session/", files=upload, timeout=60)
     assert session.status_code == 200, session.text
     session_id = session.json()["session_id"]
     response = requests.post(f"{url}/infer/duolift_double_view", params={"session_id": session_id}, timeout=600)
     assert response.status_code == 200, response.text
     report, served = _parts(response)
-    reference = _inferring("double_view", [files / "frontal.nii.gz", files / "lateral.nii.gz"], tmp_path)
+    reference = _inferring("double_view", [files / "xray_frontal.nii.gz", files / "xray_lateral.nii.gz"], tmp_path)
     _check_same(served, reference, tmp_path)
     expected = json.loads((tmp_path / "out" / "summary.json").read_text())["cases"][0]
     assert report["kind"] == "xray" and report["units"] == "HU" and report["model_views"] == 2
     for key in ("frontal_psnr", "frontal_lung_dice", "lateral_ssim", "lateral_body_dice"):
         assert report[key] == pytest.approx(expected[key], abs=1e-3), key
-    assert report["inputs"]["lateral"]["file"] == "case/lateral.nii.gz"
+    assert report["inputs"]["lateral"]["file"] == "case/xray_lateral.nii.gz"
 
 
 def test_a_real_single_film_matches_inferring(server, files, tmp_path):
@@ -187,9 +189,9 @@ def test_a_ct_is_reconstructed_from_its_drrs_as_by_inferring(server, tmp_path):
     "model, query, upload, status, words",
     [
         ("duolift_double_view", {"session_id": "no-such-session"}, None, 404, "unknown or expired session"),
-        ("duolift_double_view", {}, "frontal.nii.gz", 400, "no lateral"),
+        ("duolift_double_view", {}, "xray_frontal.nii.gz", 400, "no lateral"),
         ("duolift_single_view", {}, "notes.txt", 415, "not a file type the bundle reads"),
-        ("no_such_model", {}, "frontal.nii.gz", 404, "duolift_single_view"),
+        ("no_such_model", {}, "xray_frontal.nii.gz", 404, "duolift_single_view"),
     ],
 )
 def test_errors_are_4xx_with_the_reason(server, files, model, query, upload, status, words):

@@ -179,7 +179,7 @@ def test_cone_beam_drrs_meet_at_the_ball_only_when_lifted_along_the_rays(lift, l
     centre = torch.tensor([14.0, 50.0, 14.0])  # D superior, H posterior, W patient right
     ball = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 9.0
     vol = torch.where(ball, 1000.0, -1024.0)[None, None]
-    xray = DRRProjector.from_protocol(protocol, input_range="hu")(vol)
+    xray = DRRProjector(protocol, input_range="hu")(vol)
     rays = {"geometry": protocol.drr.geometry, "fov_mm": protocol.ct.fov_mm}
     lifted = [Lifting(1, 64, v, mode=lift, **rays)(xray[:, v : v + 1])[0, 0] for v in range(2)]
     both = lifted[0] * lifted[1]
@@ -191,17 +191,15 @@ def test_cone_beam_drrs_meet_at_the_ball_only_when_lifted_along_the_rays(lift, l
 @pytest.fixture(scope="module")
 def phantom_ball():
     from duolift_bundle.data.phantoms import asymmetric_ball_phantom
-    from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector
+    from duolift_bundle.geometry import Protocol
+    from duolift_bundle.transforms.drr import DRRProjector
 
     ph = asymmetric_ball_phantom(size=64)
     ball = torch.from_numpy(ph.hu > 500)  # the dense ball only: the body would dominate the product
     vol = torch.where(ball, 1000.0, -1024.0)[None, None]  # HU: air around the ball
     centre = torch.nonzero(ball).float().mean(0).tolist()
-    xray = DRRProjector(
-        DRRGeometry(sad=None, detector_size=320.0, detector_pixels=64, output_size=64),
-        spacing=320.0 / 64,
-        input_range="hu",
-    )(vol)
+    parallel = Protocol.build(size=64, sad=None, detector_size=320.0, detector_pixels=64)  # 5 mm voxels
+    xray = DRRProjector(parallel, input_range="hu")(vol)
     return vol, centre, xray
 
 
@@ -330,14 +328,15 @@ def test_small_generator_overfits_one_phantom():
     """The network can learn: a reduced-width DuoLift generator (32^3) fits one phantom case from
     its two DRRs to PSNR > 22 dB, 7.6 dB above the best constant volume (its mean: 14.4 dB); about
     80 Adam steps at lr 1e-2, ~40 s on 2 CPU cores (30 dB takes ~400 steps at 3e-3: minutes)."""
-    from duolift_bundle.constants import hu_to_unit
+    from conftest import hu_to_unit
     from duolift_bundle.data.phantoms import make_phantom
-    from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector
+    from duolift_bundle.geometry import Protocol
+    from duolift_bundle.transforms.drr import DRRProjector
 
     torch.manual_seed(0)
     n = 32
     ct = torch.from_numpy(hu_to_unit(make_phantom(seed=3, size=n).hu)).clamp(0, 1)[None, None].float()
-    xray = DRRProjector(DRRGeometry(output_size=n), spacing=320.0 / n)(ct)
+    xray = DRRProjector(Protocol.build(size=n))(ct)
     constant = float(10 * torch.log10(1.0 / (ct - ct.mean()).square().mean()))
     # batch of two copies: at this tiny size PyTorch only takes the oneDNN convolution path for
     # batch > 1 (3x faster per step than its batch-1 fallback here)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from duolift_bundle.constants import hu_to_unit
+from conftest import hu_to_unit
 from duolift_bundle.data.phantoms import make_phantom
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.consistency import ProjectionConsistencyd
@@ -17,7 +17,7 @@ PROTOCOL = Protocol.build(size=64)
 @pytest.fixture(scope="module")
 def chest():
     ct = torch.from_numpy(np.clip(hu_to_unit(make_phantom(7, size=64).hu), 0, 1).astype(np.float32))[None]
-    return ct, DRRProjector.from_protocol(PROTOCOL)(ct[None])[0]
+    return ct, DRRProjector(PROTOCOL)(ct[None])[0]
 
 
 def test_a_volume_is_consistent_with_its_own_drrs(chest):

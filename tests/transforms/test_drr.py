@@ -9,9 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from duolift_bundle.constants import VIEWS
+from duolift_bundle.geometry import DRRGeometry, DRRSettings, Protocol
 from duolift_bundle.transforms.drr import (
     DRRd,
-    DRRGeometry,
     DRRProjector,
     back_project,
     hu_to_mu,
@@ -21,6 +22,11 @@ from duolift_bundle.transforms.drr import (
 
 N, S = 96, 2.5  # voxels, mm
 MU = 0.02
+
+
+def _projector(geometry: DRRGeometry, views=VIEWS, input_range: str = "unit", **drr) -> DRRProjector:
+    """The projector of a protocol with ``geometry`` and the DRR settings ``drr``."""
+    return DRRProjector(Protocol(drr=DRRSettings(geometry, **drr)), views, input_range)
 
 
 def _axes():
@@ -137,7 +143,7 @@ def test_against_plastimatch(tmp_path):
     img.SetOrigin(tuple(-(128 - 1) / 2 * 2.5 for _ in range(3)))
     SimpleITK.WriteImage(img, str(tmp_path / "vol.mha"))
     geo = DRRGeometry(detector_pixels=128)
-    ours = DRRProjector(geo, normalize="none", input_range="hu")(torch.from_numpy(ph.hu.copy())[None, None])[0].numpy()
+    ours = _projector(geo, normalize="none", input_range="hu")(torch.from_numpy(ph.hu.copy())[None, None])[0].numpy()
     for i, nrm in enumerate(("0 1 0", "-1 0 0")):
         prefix = tmp_path / f"view{i}_"
         cmd = [
@@ -173,7 +179,7 @@ def test_against_plastimatch(tmp_path):
 
 def test_batched_equals_single_and_gradients():
     torch.manual_seed(0)
-    proj = DRRProjector(DRRGeometry(detector_pixels=48, output_size=32), normalize="none")
+    proj = _projector(DRRGeometry(detector_pixels=48, output_size=32), normalize="none")
     ct = torch.rand(3, 1, 24, 24, 24, dtype=torch.float64, requires_grad=True)
     out = proj(ct, spacing=(10.0, 10.0, 10.0))
     assert out.shape == (3, 2, 32, 32)
@@ -182,26 +188,26 @@ def test_batched_equals_single_and_gradients():
     # the projection is linear in mu and mu is linear in the CT above the clip: check gradients numerically
     small = torch.rand(1, 1, 6, 6, 6, dtype=torch.float64, requires_grad=True) * 0.5 + 0.45
     small = small.detach().requires_grad_(True)
-    p2 = DRRProjector(DRRGeometry(detector_pixels=8, output_size=8, detector_size=300.0), normalize="none")
+    p2 = _projector(DRRGeometry(detector_pixels=8, output_size=8, detector_size=300.0), normalize="none")
     assert torch.autograd.gradcheck(lambda x: p2(x, spacing=(40.0, 40.0, 40.0)), (small,), eps=1e-6, atol=1e-6)
 
 
 def test_options_normalise_and_flip():
     torch.manual_seed(1)
     ct = torch.rand(1, 1, 32, 32, 32)
-    base = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="none")(ct, spacing=(5.0,) * 3)
-    by_max = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="max")(ct, spacing=(5.0,) * 3)
+    base = _projector(DRRGeometry(detector_pixels=64, output_size=32), normalize="none")(ct, spacing=(5.0,) * 3)
+    by_max = _projector(DRRGeometry(detector_pixels=64, output_size=32), normalize="max")(ct, spacing=(5.0,) * 3)
     assert torch.allclose(by_max.amax(dim=(-2, -1)), torch.ones(1, 2))
     assert torch.allclose(by_max, base / base.amax(dim=(-2, -1), keepdim=True))
-    fixed = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="fixed", max_value=1e9)(
+    fixed = _projector(DRRGeometry(detector_pixels=64, output_size=32), normalize="fixed", max_value=1e9)(
         ct, spacing=(5.0,) * 3
     )
     assert torch.allclose(fixed, base / 1e9)
-    flipped = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), normalize="none", flip_frontal=True)(
+    flipped = _projector(DRRGeometry(detector_pixels=64, output_size=32), normalize="none", flip_frontal=True)(
         ct, spacing=(5.0,) * 3
     )
     assert torch.allclose(flipped[:, 0], base[:, 0].flip(-1)) and torch.allclose(flipped[:, 1], base[:, 1])
-    single = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32), views=("frontal",), normalize="none")(
+    single = _projector(DRRGeometry(detector_pixels=64, output_size=32), views=("frontal",), normalize="none")(
         ct, spacing=(5.0,) * 3
     )
     assert single.shape == (1, 1, 32, 32) and torch.allclose(single[:, 0], base[:, 0])
@@ -224,7 +230,7 @@ def test_hu_to_mu_and_errors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
 def test_gpu_matches_cpu():
     ct = torch.rand(1, 1, 32, 32, 32)
-    proj = DRRProjector(DRRGeometry(detector_pixels=64, output_size=32))
+    proj = _projector(DRRGeometry(detector_pixels=64, output_size=32))
     assert torch.allclose(proj(ct, spacing=(5.0,) * 3), proj(ct.cuda(), spacing=(5.0,) * 3).cpu(), atol=1e-4)
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import dice
-from duolift_bundle.constants import hu_to_unit
+from conftest import dice, hu_to_unit
 from duolift_bundle.data.phantoms import make_phantom
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.transforms.lung_mask import (

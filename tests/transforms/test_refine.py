@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from duolift_bundle.constants import hu_to_unit
+from conftest import hu_to_unit
 from duolift_bundle.data.phantoms import make_phantom
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRProjector
@@ -23,7 +23,7 @@ def case():
     ph = make_phantom(1, size=64)
     target = np.clip(hu_to_unit(ph.hu), 0, 1).astype(np.float32)
     start = (ndi.gaussian_filter(target, 2.0) * 0.9 + 0.05).astype(np.float32)
-    projector = DRRProjector.from_protocol(Protocol.build(size=64))
+    projector = DRRProjector(Protocol.build(size=64))
     xray = projector(torch.from_numpy(target)[None, None])
     return target, start, xray, projector
 

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from duolift_bundle.constants import hu_to_unit, unit_to_hu
+from conftest import hu_to_unit, unit_to_hu
 from duolift_bundle.data.phantoms import make_phantom, write_raw_phantom
 from duolift_bundle.data.prepare import format_summary, prepare
 from duolift_bundle.geometry import Protocol, TableRemoval

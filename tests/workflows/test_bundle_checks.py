@@ -69,11 +69,10 @@ CONFIG_STACKS = {
     "ablation_masked_discriminator.yaml": ("train", "training", ["train.yaml"]),
     "ablation_cnn_masked_loss.yaml": ("train", "training", ["train.yaml", "train_cnn.yaml"]),
     "multi_gpu_train.yaml": ("train", "training", ["train.yaml"]),
-    "train_demo.yaml": ("train", "training", ["train.yaml", "train_cnn.yaml", "demo.yaml"]),
+    "train_demo.yaml": ("train", "training", ["train.yaml", "train_cnn.yaml"]),
     "inference.yaml": ("infer", "inferring", []),
-    "demo.yaml": ("infer", "inferring", ["inference.yaml"]),
     "evaluate.yaml": ("infer", "evaluating", ["inference.yaml"]),
-    "baseline_mean.yaml": ("infer", "evaluating", ["inference.yaml", "evaluate.yaml", "demo.yaml"]),
+    "baseline_mean.yaml": ("infer", "evaluating", ["inference.yaml", "evaluate.yaml"]),
     "inference_single_view.yaml": ("infer", "inferring", ["inference.yaml"]),
     "paper.yaml": ("infer", "inferring", ["inference.yaml"]),
     "train_real.yaml": ("train", "training", ["train.yaml"]),
@@ -212,9 +211,7 @@ def test_phantom_only_model_matches_its_provenance():
     record, path = json.loads(PHANTOM_JSON.read_text()), ROOT / "models" / "phantom_cnn.pt"
     assert _sha256(path) == record["sha256"], "models/phantom_cnn.pt is not the recorded phantom-only model"
     parser = ConfigParser()
-    parser.read_config(
-        [str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "demo.yaml", "train_demo.yaml")]
-    )
+    parser.read_config([str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "train_demo.yaml")])
     parser["bundle_root"] = "."
     for key, value in record["training"]["settings"].items():
         assert parser.get_parsed_content(key) == value, key
@@ -223,7 +220,7 @@ def test_phantom_only_model_matches_its_provenance():
         assert reported[f"{who}_heldout_phantoms_psnr_3d"] == round(rec["psnr_3d"]["mean"], 2)
         assert reported[f"{who}_heldout_phantoms_ssim_3d"] == round(rec["ssim_3d"]["mean"], 3)
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / "inference.yaml"), str(ROOT / "configs" / "demo.yaml")])
+    parser.read_config([str(ROOT / "configs" / "inference.yaml")])
     net = load_generator(parser.get_parsed_content("network_def"), path)
     assert sum(p.numel() for p in net.parameters()) == record["parameters"]
 
@@ -233,8 +230,10 @@ def test_shipped_model_matches_its_record(key):
     """The weights are the recorded files, their recipe is what the training configs resolve to,
     they load into their inference configs, and the metadata reports the recorded numbers."""
     from duolift_bundle.networks import load_generator
+    from duolift_bundle.registry import load_registry
 
-    record = _shipped()["models"][key]
+    record, spec = _shipped()["models"][key], load_registry(ROOT).models[key]
+    assert record["file"] == spec.file and record["sha256"] == spec.sha256  # the record measured the registered file
     path = ROOT / record["file"]
     assert path.stat().st_size < 25e6
     assert (
@@ -246,7 +245,7 @@ def test_shipped_model_matches_its_record(key):
     for name, value in record["training"]["settings"].items():
         assert train.get_parsed_content(name) == value, name
     parser = ConfigParser()
-    parser.read_config([str(ROOT / f) for f in record["inference_configs"]])
+    parser.read_config([str(ROOT / f) for f in spec.configs])
     parser["bundle_root"] = str(ROOT)
     net = load_generator(parser.get_parsed_content("network_def"), path)
     assert sum(p.numel() for p in net.parameters()) == record["parameters"]
@@ -282,7 +281,7 @@ def test_leave_one_out_bone_columns_by_hand():
     not "beside" the bone."""
     import importlib.util
 
-    from duolift_bundle.constants import hu_to_unit
+    from conftest import hu_to_unit
 
     spec = importlib.util.spec_from_file_location("real_ct_report", ROOT / "scripts" / "real_ct_report.py")
     report = importlib.util.module_from_spec(spec)
@@ -319,7 +318,7 @@ def _frontal_png(case: str, folder: Path) -> None:
 def test_single_view_config_reconstructs_one_frontal_radiograph_file(tmp_path):
     """inference.yaml + inference_single_view.yaml on a folder holding one frontal PNG: a 64^3 HU
     volume on the protocol grid, as close to the true CT as the model card says."""
-    from duolift_bundle.constants import hu_to_unit
+    from conftest import hu_to_unit
     from duolift_bundle.metrics.image import psnr_3d
 
     _frontal_png("normal001", tmp_path / "in" / "normal001")

@@ -84,7 +84,7 @@ SHARED_IDS = ["views", "size", "width", "lift", "dual_branch", "dropout", "proto
 @pytest.mark.parametrize(
     "train_files, infer_files",
     [
-        (["train.yaml", "demo.yaml"], ["inference.yaml"]),  # the shipped double-view model (inference's default)
+        (["train.yaml", "train_real.yaml"], ["inference.yaml"]),  # the shipped double-view model (inference's default)
         (["train.yaml"], ["inference.yaml", "paper.yaml"]),  # the paper's network (training's default)
         (
             ["train.yaml", "train_real.yaml", "train_real_single_view.yaml"],
@@ -269,3 +269,75 @@ def test_train_config_reads_x2ct_hdf5_folders(tmp_path):
     item = train[0]
     assert tuple(item["ct"].shape) == (1, 32, 32, 32) and tuple(item["xray"].shape) == (2, 32, 32)
     assert tuple(item["lung_mask"].shape) == (1, 32, 32, 32)
+
+
+#: ``--protocol#hu_window "[-1000, 1500]"``: a window other than X2CT's [-1024, 1476]
+WINDOW = [-1000.0, 1500.0]
+
+
+def _window_hu(unit: float) -> float:
+    """The test's own reference of that window: HU = unit * 2500 - 1000."""
+    return unit * 2500.0 - 1000.0
+
+
+def test_one_hu_window_reaches_every_consumer(tmp_path):
+    """`--protocol#hu_window "[-1000, 1500]"` set once reaches the DRRs, the lung mask, the writer,
+    the DICE, the bone loss and the HDF5 route: each maps HU with that window (checked on what it
+    computes, against the window's own arithmetic, where the default window would differ)."""
+    import h5py
+    import nibabel as nib
+    from duolift_bundle.data.raw_chain import raw_ct_chain
+    from duolift_bundle.transforms.drr import DRRd, hu_to_mu
+    from duolift_bundle.transforms.evaluation import AnatomicalDiced
+    from duolift_bundle.transforms.lung_mask import LungMaskd
+    from duolift_bundle.transforms.save import SaveReconstructiond
+    from monai.data import MetaTensor
+
+    override = {"protocol#hu_window": WINDOW}
+    # bone loss: the bone threshold (150 HU) on the window's [0, 1] scale
+    train = parse(**override)
+    assert train.get_parsed_content("train#g_loss").bone_level == pytest.approx((150.0 + 1000.0) / 2500.0)
+    # HDF5 route: X2CT's stored HU + 1024 mapped with the window (0 HU -> 0.4; X2CT's window: 0.4096)
+    case = tmp_path / "x2ct" / "A"
+    case.mkdir(parents=True)
+    with h5py.File(case / "ct_xray_data.h5", "w") as f:
+        f["ct"] = np.full((16, 16, 16), 1024.0, np.float32)
+        f["xray1"] = f["xray2"] = np.full((16, 16), 128, np.uint8)
+    train.update({"data_format": "x2ct", "x2ct_root": str(tmp_path / "x2ct"), "x2ct_train_names": None})
+    dataset = train.get_parsed_content("train#dataset")
+    np.testing.assert_allclose(dataset[0]["ct"].numpy(), 0.4, atol=1e-6)
+    # lung mask (HDF5 and raw routes) and DRRs (raw route): the protocol object the config built
+    protocol = train.get_parsed_content("protocol")
+    masks = [t for t in dataset.transform.transforms if isinstance(t, LungMaskd)]
+    masks += [t for t in raw_ct_chain(protocol).transforms if isinstance(t, LungMaskd)]
+    assert len(masks) == 2 and all(m.protocol.to_hu(0.5) == pytest.approx(_window_hu(0.5)) for m in masks)
+    (drr,) = [t for t in raw_ct_chain(protocol).transforms if isinstance(t, DRRd)]
+    bright = torch.ones(1, 1, 4, 4, 4)
+    assert torch.allclose(drr.projector.attenuation(bright), hu_to_mu(torch.full_like(bright, _window_hu(1.0))))
+    # writer and DICE (evaluate.yaml's post-processing on inference.yaml's)
+    evaluate = _parse(
+        ["inference.yaml", "evaluate.yaml"], output_dir=str(tmp_path / "eval"), size=64, lung_segmenter="classical",
+        vessel_segmenter="frangi", lpips=False, save_recon=True, **override,
+    )  # fmt: skip
+    transforms = evaluate.get_parsed_content("postprocessing").transforms
+    (writer,) = [t for t in transforms if isinstance(t, SaveReconstructiond)]
+    (dice,) = [t for t in transforms if isinstance(t, AnatomicalDiced)]
+    item = {
+        "case": "c",
+        "pred": MetaTensor(torch.full((1, 8, 8, 8), 0.5), affine=torch.eye(4)),
+        "ct": torch.zeros(1, 8, 8, 8),
+    }
+    written = writer(item)["written"][0]
+    np.testing.assert_allclose(nib.load(written).get_fdata(), _window_hu(0.5), atol=1e-3)
+    seen = []
+
+    class Recorder:
+        name = "recorder"
+
+        def __call__(self, hu, spacing):
+            seen.append(float(np.asarray(hu).mean()))
+            return np.asarray(hu) > 0
+
+    dice.lung = dice.vessel = Recorder()
+    dice(item)
+    assert seen == pytest.approx([_window_hu(0.5), _window_hu(0.0)] * 2)

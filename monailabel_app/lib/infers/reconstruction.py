@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from duolift_bundle.serving import REQUEST_SETTINGS, Reconstructor, ServingError, stage_case
+from duolift_bundle.data.radiograph import REQUEST_SETTINGS
+from duolift_bundle.serving import Reconstructor, ServingError, stage_case
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
@@ -33,10 +34,11 @@ class DuoLiftReconstruction(InferTask):
 
     Args:
         bundle_root: the bundle's folder.
-        config_files: the model's inference configs (``docs/shipped_models.json``); they say
-            how many views it takes.
+        config_files: the model's inference configs (its entry of ``models/registry.json``); they
+            say how many views it takes.
         description: shown in MONAI Label's ``/info/``.
-        overrides: inference.yaml keys set for every request (from ``--conf``).
+        overrides: inference.yaml keys set for every request (the registry entry's weights and
+            overrides, then ``--conf``).
     """
 
     def __init__(
