@@ -74,7 +74,7 @@ def grid_affine(size: int, fov_mm: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TableRemoval:
-    """Settings of the table removal (:mod:`duolift_bundle.transforms.table`); radii and margins in mm.
+    """Settings of the table removal (:mod:`duolift_bundle.imaging.table`); radii and margins in mm.
 
     Args:
         threshold_hu: dense tissue is above it (-500).
@@ -93,6 +93,21 @@ class TableRemoval:
     min_lung_ml: float = 100.0
     min_enclosed: float = 0.99
     max_patient_loss_ml: float = 5.0
+
+    def __post_init__(self) -> None:
+        sizes = {
+            "opening_mm": self.opening_mm,
+            "margin_mm": self.margin_mm,
+            "max_patient_loss_ml": self.max_patient_loss_ml,
+        }
+        negative = {k: v for k, v in sizes.items() if not v >= 0}
+        if negative:
+            raise ConfigError(f"table_removal: {', '.join(f'{k} = {v}' for k, v in negative.items())} must be >= 0")
+        for name, value in (("keep_fraction", self.keep_fraction), ("min_enclosed", self.min_enclosed)):
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"table_removal: {name} must be in (0, 1], got {value}")
+        if not self.min_lung_ml > 0:
+            raise ConfigError(f"table_removal: min_lung_ml must be > 0, got {self.min_lung_ml}")
 
 
 @dataclass(frozen=True)

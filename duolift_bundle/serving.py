@@ -11,7 +11,7 @@ or post-processes on its own.
 :func:`stage_case` turns the files a client sent into the case layout inference reads (README,
 "Inference"): one radiograph -> ``<case>/frontal<suffix>``; files whose names say their view
 (``frontal*`` / ``lateral*``, or ``xray_frontal*`` / ``xray_lateral*`` as a prepared case holds
-them: :func:`~duolift_bundle.data.xray_io.view_of_name`, the rule of ``run inferring`` too) ->
+them: :func:`~duolift_bundle.inputs.radiograph_io.view_of_name`, the rule of ``run inferring`` too) ->
 ``<case>/`` under their names; a 3D volume file (NIfTI / MHD / NRRD) or the files of one DICOM
 series -> a CT, reconstructed from its DRRs.
 
@@ -31,11 +31,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from duolift_bundle.data.ct_io import ITK_SUFFIXES, CTInputError, file_suffix, is_3d_volume, is_dicom_file
-from duolift_bundle.data.discovery import NoCaseFoundError, discover_cases
-from duolift_bundle.data.radiograph import REQUEST_SETTINGS
-from duolift_bundle.data.xray_io import XRAY_SUFFIXES, view_of_name
 from duolift_bundle.errors import ConfigError, DuoLiftError
+from duolift_bundle.inputs.ct_io import ITK_SUFFIXES, CTInputError, file_suffix, is_3d_volume, is_dicom_file
+from duolift_bundle.inputs.discovery import NoCaseFoundError, discover_cases
+from duolift_bundle.inputs.radiograph import REQUEST_SETTINGS
+from duolift_bundle.inputs.radiograph_io import XRAY_SUFFIXES, view_of_name
 from duolift_bundle.io_utils import read_json
 
 __all__ = [

@@ -17,8 +17,8 @@ import os
 from typing import Any
 
 import duolift_bundle
-from duolift_bundle.data.radiograph import REQUEST_SETTINGS
 from duolift_bundle.errors import ConfigError
+from duolift_bundle.inputs.radiograph import REQUEST_SETTINGS
 from duolift_bundle.registry import ModelSpec, load_registry
 from fastapi import HTTPException
 from lib.infers import DuoLiftReconstruction

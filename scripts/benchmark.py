@@ -67,7 +67,7 @@ def _grid_sample_baseline(ct: torch.Tensor, geo: DRRGeometry, spacing: float, n_
 
 
 def drr(repeats: int = 5) -> dict:
-    from duolift_bundle.data.phantoms import make_phantom
+    from duolift_bundle.synthetic.phantoms import make_phantom
 
     ph = make_phantom(0, size=128)
     ct = torch.from_numpy(np.clip(Protocol().ct.to_unit(ph.hu), 0, 1))[None, None].float()
@@ -84,7 +84,7 @@ def drr(repeats: int = 5) -> dict:
 
 
 def phantoms(n: int = 4) -> dict:
-    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.synthetic.phantoms import make_phantom_set
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -94,7 +94,7 @@ def phantoms(n: int = 4) -> dict:
 
 
 def prepare_real(real_ct: str | None = None) -> dict:
-    from duolift_bundle.data.prepare import prepare
+    from duolift_bundle.datasets.prepare import prepare
 
     real_ct = real_ct or os.path.join(
         os.path.dirname(__file__), "..", "..", "shared", "data", "chest-ct-dicom", "normal001"
@@ -115,8 +115,8 @@ def augmentation(repeats: int = 5, sizes: tuple[int, ...] = (64, 128)) -> dict:
     """Seconds per training item: a prepared case (NIfTI DRRs read from the cache) against the
     on-the-fly DRR augmentation of the same case (random affine / elastic / intensity, then both
     DRRs simulated), on this process's device (CPU here)."""
-    from duolift_bundle.data.datasets import make_dataset
-    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.datasets.routes import make_dataset
+    from duolift_bundle.synthetic.phantoms import make_phantom_set
 
     out = {}
     for size in sizes:

@@ -5,7 +5,7 @@
 
 Rows: axial, coronal, sagittal slices (through the centre, or --index "[z,y,x]"); columns: the
 target, each reconstruction (--recon a.nii.gz,b.nii.gz; named by --names or by its folder) and |reconstruction - target|.
-Volumes in HU (recon_hu.nii.gz) are mapped to [0, 1] with the protocol window [-1024, 1476];
+Volumes in HU (recon_hu.nii.gz) are mapped to [0, 1] with the default protocol's HU window;
 volumes already in [0, 1] (ct.nii.gz, recon_unit.nii.gz) are used as they are. All volumes must
 share one grid (the 128^3 protocol).
 """

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 
 import fire
-from duolift_bundle.data.phantoms import make_phantom_set
-from duolift_bundle.data.prepare import format_summary
+from duolift_bundle.datasets.prepare import format_summary
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import CTProtocol, Protocol
+from duolift_bundle.synthetic.phantoms import make_phantom_set
 
 
 def main(

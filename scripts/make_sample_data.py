@@ -17,7 +17,6 @@ the NIfTI scale slope 1/2500, so it loads as the same [0, 1] volume quantised to
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -27,11 +26,11 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from duolift_bundle.data.phantoms import make_phantom_set
-from duolift_bundle.data.prepare import prepare
+from duolift_bundle.datasets.prepare import prepare, write_datalist
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import CTProtocol, Protocol
 from duolift_bundle.io_utils import atomic_dir, read_json, write_json
+from duolift_bundle.synthetic.phantoms import make_phantom_set
 
 REAL_SOURCE = "COVID-CT-MD normal001 (CC BY 4.0; docs/data_license.txt)"
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "duolift_bundle" / "sample_data"
@@ -77,11 +76,9 @@ def _build(real_ct: str, target: Path, size: int) -> list[dict]:
                 target / name / "meta.json",
                 REAL_SOURCE if name == "normal001" else f"make_phantoms seed {int(name[-4:])}",
             )
-            entry = {"case": name}
-            for f in sorted((target / name).glob("*.nii.gz")):
-                entry[f.name[: -len(".nii.gz")]] = f"{name}/{f.name}"
-            cases.append(entry)
-        (target / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "test": cases}, indent=1))
+            cases.append({"case": name})
+        # every case in the test split: the sample is for inference and evaluation
+        write_datalist(target, scheme="seeded", fractions=(0.0, 0.0, 1.0))
     return cases
 
 

@@ -4,13 +4,13 @@
         --real data/real64/datalist.json --phantoms data/phantoms64/datalist.json \
         --holdout "[normal001]" --real_repeats 16
 
-See duolift_bundle/data/training_sets.py for what goes where.
+See duolift_bundle/datasets/training_sets.py for what goes where.
 """
 
 from __future__ import annotations
 
 import fire
-from duolift_bundle.data.training_sets import compose_datalist
+from duolift_bundle.datasets.training_sets import compose_datalist
 from duolift_bundle.errors import install_last_line_hook
 
 

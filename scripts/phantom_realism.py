@@ -15,12 +15,13 @@ import sys
 import fire
 import nibabel as nib
 import numpy as np
-from duolift_bundle.data.datasets import load_datalist
-from duolift_bundle.data.realism import STATISTICS, chest_statistics, compare
-from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.datasets.routes import load_datalist
+from duolift_bundle.datasets.splits import SPLITS
+from duolift_bundle.engines.reports import markdown_table
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import read_json, write_json
+from duolift_bundle.synthetic.realism import STATISTICS, chest_statistics, compare
 
 
 def _read(path: str) -> np.ndarray:
@@ -46,25 +47,21 @@ def _fmt(v: float) -> str:
 
 def table(comparison: dict, before: dict | None = None) -> str:
     """Markdown: statistic | real range | phantoms (before) | phantoms | inside."""
-    head = (
-        "| statistic | real CTs (min-max) |"
-        + (" phantoms before (mean, min-max) |" if before else "")
-        + " phantoms (mean, min-max) | mean inside the real range |"
-    )
-    rule = "|---|---|" + ("---|" if before else "") + "---|---|"
-    lines = [head, rule]
+    header = ["statistic", "real CTs (min-max)"]
+    header += ["phantoms before (mean, min-max)"] if before else []
+    header += ["phantoms (mean, min-max)", "mean inside the real range"]
+    rows = []
     for key, (unit, _) in STATISTICS.items():
         c = comparison[key]
-        name = f"{key} ({unit})" if unit else key
-        row = f"| {name} | {_fmt(c['real_min'])} - {_fmt(c['real_max'])} |"
+        row = [f"{key} ({unit})" if unit else key, f"{_fmt(c['real_min'])} - {_fmt(c['real_max'])}"]
         if before:
             b = before[key]
             mark = "" if b["inside"] else " ✗"
-            row += f" {_fmt(b['synthetic_mean'])} ({_fmt(b['synthetic_min'])} - {_fmt(b['synthetic_max'])}){mark} |"
-        inside = "yes" if c["inside"] else "no"
-        row += f" {_fmt(c['synthetic_mean'])} ({_fmt(c['synthetic_min'])} - {_fmt(c['synthetic_max'])}) | {inside} |"
-        lines.append(row)
-    return "\n".join(lines)
+            row.append(f"{_fmt(b['synthetic_mean'])} ({_fmt(b['synthetic_min'])} - {_fmt(b['synthetic_max'])}){mark}")
+        row.append(f"{_fmt(c['synthetic_mean'])} ({_fmt(c['synthetic_min'])} - {_fmt(c['synthetic_max'])})")
+        row.append("yes" if c["inside"] else "no")
+        rows.append(row)
+    return markdown_table(header, rows)
 
 
 def main(real: str, phantoms: str, out: str, before: str | None = None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 import fire
-from duolift_bundle.data.prepare import main
+from duolift_bundle.datasets.prepare import main
 from duolift_bundle.errors import install_last_line_hook
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 import fire
-from duolift_bundle.data.sample import sample_dir
+from duolift_bundle.datasets.sample import sample_dir
+from duolift_bundle.engines.reports import markdown_table
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import atomic_path, write_json
@@ -90,20 +91,13 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     """Markdown: per case (real first, then synthetic), every method's PSNR / SSIM (2D, 3D)."""
     origin = {c: row["origin"] for rows in results.values() for c, row in rows.items()}  # metrics.csv's column
     cases = sorted(origin, key=lambda c: (origin[c] != "real", c))
-    lines = [
-        "| case | kind | method | " + " | ".join(n for _, n in COLUMNS) + " |",
-        "|---|---|---|" + "---|" * len(COLUMNS),
-    ]
+    lines = []
     for case in cases:
         kind = "real (held out)" if origin[case] == "real" else "synthetic"
         for method, rows in results.items():
             if case in rows:
-                lines.append(
-                    f"| {case} | {kind} | {method} | "
-                    + " | ".join(f"{float(rows[case][k]):.3f}" for k, _ in COLUMNS)
-                    + " |"
-                )
-    return "\n".join(lines) + "\n"
+                lines.append([case, kind, method, *(f"{float(rows[case][k]):.3f}" for k, _ in COLUMNS)])
+    return markdown_table(["case", "kind", "method", *(n for _, n in COLUMNS)], lines) + "\n"
 
 
 def main(out: str = "demo", lpips: bool = False) -> None:

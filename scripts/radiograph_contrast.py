@@ -28,10 +28,10 @@ import nibabel as nib
 import numpy as np
 import torch
 from duolift_bundle.constants import VIEWS
-from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
-from duolift_bundle.data.sample import real_radiograph, sample_dir
-from duolift_bundle.data.xray_placement import field_mm
+from duolift_bundle.datasets.sample import real_radiograph, sample_dir
 from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.inputs.radiograph import RadiographSettings, load_radiograph
+from duolift_bundle.inputs.radiograph_placement import field_mm
 from duolift_bundle.io_utils import write_json
 from duolift_bundle.metrics.image import psnr_3d, psnr_image, ssim_3d
 from duolift_bundle.registry import load_registry

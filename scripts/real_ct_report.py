@@ -32,8 +32,9 @@ import nibabel as nib
 import numpy as np
 import scipy.ndimage as ndi
 import torch
-from duolift_bundle.data.datasets import load_datalist
-from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.datasets.routes import load_datalist
+from duolift_bundle.datasets.splits import SPLITS
+from duolift_bundle.engines.reports import markdown_table
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.geometry import CTProtocol
 from duolift_bundle.io_utils import write_json
@@ -146,15 +147,13 @@ def main(
             f"\n### held out: {short} (bone: {int(bone.sum())} voxels >= {bone_hu:g} HU; target: bone "
             f"{ref['bone_hu']:.0f} HU, contrast {ref['bone_contrast_hu']:.0f} HU)"
         )
-        print(
-            "\n| method | PSNR(2D) | PSNR(3D) | SSIM(2D) | SSIM(3D) | bone (HU) | bone contrast (HU) "
-            "|\n|---|---|---|---|---|---|---|"
-        )
-        for name, r in rows.items():
-            print(
-                f"| {name} | {r['psnr_2d']:.2f} | {r['psnr_3d']:.2f} | {r['ssim_2d']:.3f} | {r['ssim_3d']:.3f} "
-                f"| {r['bone_hu']:.0f} | {r['bone_contrast_hu']:.0f} |"
-            )
+        header = ["method", "PSNR(2D)", "PSNR(3D)", "SSIM(2D)", "SSIM(3D)", "bone (HU)", "bone contrast (HU)"]
+        cells = [
+            [name, f"{r['psnr_2d']:.2f}", f"{r['psnr_3d']:.2f}", f"{r['ssim_2d']:.3f}", f"{r['ssim_3d']:.3f}"]
+            + [f"{r['bone_hu']:.0f}", f"{r['bone_contrast_hu']:.0f}"]
+            for name, r in rows.items()
+        ]
+        print("\n" + markdown_table(header, cells))
         if figures:
             shown = {k: preds[k] for k in (*models, "mean of the other real CTs") if k in preds}
             comparison_figure(

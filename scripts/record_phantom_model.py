@@ -1,26 +1,27 @@
 """Write ``docs/phantom_model.json``, the provenance record of the phantom-only model
-(``models/phantom_cnn.pt``: the former CPU demo model, now the "before" row of the model card and
+(``models/phantom_cnn.pt``: trained on phantoms only; the "before" row of the model card and
 the warm start of the shipped real-chest models), from the
 outputs of its training and evaluation runs (the model card's numbers come from this file, and
 ``tests/workflows/test_bundle_checks.py`` checks the model file and the configs against it).
 
-    python scripts/record_phantom_model.py --train_log runs/demo64/train.log \\
+    python scripts/record_phantom_model.py --train_run runs/demo64 \\
         --heldout eval/demo_heldout --baseline eval/baseline_heldout \\
         --validation eval/demo_validation --sample demo
 
+``--train_run`` is the training run's ``output_dir`` (its ``validation_curve.json`` is read);
 ``--heldout`` / ``--baseline`` / ``--validation`` / ``--sample`` are ``output_dir`` folders of
 ``evaluate.yaml`` runs (their ``summary.json`` and ``metrics.csv`` are read).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import re
 import sys
 from pathlib import Path
 
 import fire
+from duolift_bundle.engines.handlers import read_validation_curve
+from duolift_bundle.engines.reports import read_case_metrics
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.shipped import file_sha256
 
@@ -69,38 +70,18 @@ def _summary(folder: str | None) -> dict | None:
     } | {"segmenters": [summary.get("lung_segmenter"), summary.get("vessel_segmenter")]}
 
 
-def _per_case(folder: str) -> dict:
-    with open(Path(folder) / "metrics.csv", newline="") as f:
-        return {
-            row["case"]: {
-                k: round(float(v), 4)
-                for k, v in row.items()
-                if k not in ("case", "origin") and v and not k.endswith("segmenter")
-            }
-            for row in csv.DictReader(f)
-        }
-
-
-def validation_curve(text: str) -> list[tuple[int, float, float]]:
-    """(epoch, val_psnr, val_ssim) of every validation in a training log (StatsHandler lines)."""
-    return [
-        (int(e), float(p), float(s))
-        for e, p, s in re.findall(r"Epoch\[(\d+)\] Metrics -- val_psnr: ([\d.]+) val_ssim: ([\d.]+)", text)
-    ]
-
-
-def _training(log: str) -> dict:
-    text = Path(log).read_text()
-    val = validation_curve(text)
-    best = max(val, key=lambda v: v[1])
-    wall = re.search(r"wall (\d+) s", text)
+def _training(run: str) -> dict:
+    """The run's validation curve (``<run>/validation_curve.json``, the ValidationCurve handler's)."""
+    curve = read_validation_curve(str(Path(run) / "validation_curve.json"))
+    best = max(curve, key=lambda e: curve[e]["val_psnr"])
+    last = curve[max(curve, key=int)]
     return {
-        "epochs": max(v[0] for v in val),
-        "validation_curve": {str(e): {"val_psnr": p, "val_ssim": s} for e, p, s in val},
-        "best_epoch": best[0],
-        "best_val_psnr": best[1],
-        "best_val_ssim": best[2],
-        "wall_seconds": int(wall.group(1)) if wall else None,
+        "epochs": max(int(e) for e in curve),
+        "validation_curve": {e: {"val_psnr": v["val_psnr"], "val_ssim": v["val_ssim"]} for e, v in curve.items()},
+        "best_epoch": int(best),
+        "best_val_psnr": curve[best]["val_psnr"],
+        "best_val_ssim": curve[best]["val_ssim"],
+        "wall_seconds": last["seconds"],
     }
 
 
@@ -110,7 +91,7 @@ PHANTOM_RECORD = str(ROOT / "docs" / "phantom_model.json")
 
 
 def main(
-    train_log: str = "runs/demo64/train.log",
+    train_run: str = "runs/demo64",
     heldout: str = "eval/demo_heldout",
     baseline: str = "eval/baseline_heldout",
     validation: str | None = "eval/demo_validation",
@@ -138,7 +119,7 @@ def main(
             "data": "96 phantoms (seeds 100-195) at 64^3 from scripts/make_phantoms.py; "
             "seeded split 82 training / 9 validation / 5 test",
             "hardware": "2 CPU cores (no GPU), torch 2.14.1, 2 threads",
-            **_training(train_log),
+            **_training(train_run),
         },
         "heldout_data": "32 phantoms (seeds 1000-1031) at 64^3: python scripts/make_phantoms.py data/demo64_heldout "
         "--n 32 --size 64 --seed 1000 --fractions '[0,0,1]'",
@@ -148,7 +129,7 @@ def main(
             "heldout": _summary(baseline),
         },
         "validation": _summary(validation),
-        "sample": _per_case(sample),
+        "sample": read_case_metrics(sample, digits=4),
     }
     write_json(out, record)  # atomic
     print(f"wrote {out}")

@@ -21,16 +21,16 @@ sample metrics; ``tests/workflows/test_bundle_checks.py`` checks the files again
 from __future__ import annotations
 
 import io
-import re
 import sys
 from pathlib import Path
 
 import fire
 import torch
+from duolift_bundle.engines.handlers import read_validation_curve
+from duolift_bundle.engines.reports import read_case_metrics
 from duolift_bundle.errors import install_last_line_hook
 from duolift_bundle.registry import REGISTRY, load_registry
 from duolift_bundle.shipped import ShippedFileError, file_sha256
-from record_phantom_model import _per_case, validation_curve  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "docs" / "shipped_models.json"
@@ -112,8 +112,8 @@ def export(
     replace: bool = False,
 ) -> None:
     """Copy the runs' last generators to models/ and write the baselines' mean volumes."""
-    from duolift_bundle.data.datasets import load_datalist
-    from duolift_bundle.data.splits import SPLITS
+    from duolift_bundle.datasets.routes import load_datalist
+    from duolift_bundle.datasets.splits import SPLITS
     from duolift_bundle.engines.handlers import latest_checkpoint
     from duolift_bundle.networks import MeanVolume
 
@@ -146,17 +146,16 @@ def export(
         print(f"{BASELINES[key]}: {file_sha256(path)[:16]}...")
 
 
-def _curve(log: Path) -> dict:
-    text = log.read_text()
-    val = validation_curve(text)
-    took = re.findall(r"DuoLiftTrainer - INFO - Engine run finished. Time taken: (\d+):(\d+):(\d+)", text)
-    h, m, s = (int(v) for v in took[-1]) if took else (0, 0, 0)
+def _curve(folder: Path) -> dict:
+    """A training stage's validation curve (``<folder>/validation_curve.json``, the ValidationCurve
+    handler's): its epochs, learning rates, metrics and seconds trained."""
+    curve = read_validation_curve(str(folder / "validation_curve.json"))
     return {
-        "epochs": max(v[0] for v in val),
+        "epochs": max(int(e) for e in curve),
         "validation_case": "normal001 (held out; reported only, the last epoch's weights are shipped)",
-        "learning_rates": [float(v) for v in re.findall(r"Current learning rate: ([\d.e-]+)", text)],
-        "validation_curve": {str(e): {"val_psnr": p, "val_ssim": s} for e, p, s in val},
-        "wall_seconds": h * 3600 + m * 60 + s or None,
+        "learning_rates": [v.get("lr") for _, v in sorted(curve.items(), key=lambda kv: int(kv[0]))],
+        "validation_curve": {e: {"val_psnr": v["val_psnr"], "val_ssim": v["val_ssim"]} for e, v in curve.items()},
+        "wall_seconds": curve[max(curve, key=int)]["seconds"],
     }
 
 
@@ -194,9 +193,9 @@ def record(
         files = "[" + ",".join(f"'{f}'" for f in TRAIN_CONFIGS[key]) + "]"
         command = DATA_COMMANDS + [f'python -m monai.bundle run training --config_file "{files}"']
         stages = {}
-        if key == "double_view":  # stage 1 in the run's stage1.log, stage 2 in its log
+        if key == "double_view":  # stage 1 ran with --output_dir <run>/stage1, stage 2 in <run>
             command.append(STAGE_2)
-            stages = {"stage_1": _curve(Path(run) / "stage1.log")}
+            stages = {"stage_1": _curve(Path(run) / "stage1")}
         doc["models"][key] = {
             "file": FILES[key],
             "sha256": file_sha256(path),
@@ -210,20 +209,20 @@ def record(
                 "normal001 never trained on",
                 "hardware": HARDWARE,
                 **stages,
-                **_curve(Path(run) / "log"),
+                **_curve(Path(run)),
             },
-            "sample": _per_case(Path(sample) / key),
+            "sample": read_case_metrics(Path(sample) / key, digits=4),
         }
     for key, file in BASELINES.items():
         doc["baselines"][key] = {
             "file": file,
             "sha256": file_sha256(ROOT / file),
-            "sample": _per_case(Path(sample) / key),
+            "sample": read_case_metrics(Path(sample) / key, digits=4),
         }
     doc["baselines"]["phantom_only"] = {
         "file": "models/phantom_cnn.pt",
         "sha256": file_sha256(ROOT / "models/phantom_cnn.pt"),
-        "sample": _per_case(Path(sample) / "phantom_only"),
+        "sample": read_case_metrics(Path(sample) / "phantom_only", digits=4),
     }
     doc["xray_reference"] = xray_reference_record()
     doc["leave_one_out"] = read_json(ROOT / loo)["folds"]
@@ -242,10 +241,10 @@ def sample(sample: str = "demo", out: str | Path = RECORD) -> None:
     for key in doc["models"]:
         parser = ConfigParser()
         parser.read_config([str(ROOT / f) for f in INFER_CONFIGS[key]])
-        doc["models"][key]["sample"] = _per_case(Path(sample) / key)
+        doc["models"][key]["sample"] = read_case_metrics(Path(sample) / key, digits=4)
         doc["models"][key]["sample_refinement"] = {k: parser[k] for k in ("refine_steps", "refine_weight", "refine_lr")}
     for key in doc["baselines"]:
-        doc["baselines"][key]["sample"] = _per_case(Path(sample) / key)
+        doc["baselines"][key]["sample"] = read_case_metrics(Path(sample) / key, digits=4)
     write_json(out, doc)
     print(f"wrote {out}")
 

@@ -1,5 +1,5 @@
 """Write the reference histogram of the training DRRs that ``xray_contrast: histogram`` matches
-clinical radiographs to (``duolift_bundle/data/xray_contrast.py``).
+clinical radiographs to (``duolift_bundle/inputs/radiograph_contrast.py``).
 
     python scripts/xray_reference.py --datalist data/real64/datalist.json \
         --cases chest-ct-dicom_P002,chest-ct-dicom_cap002 --out models/xray_reference.json
@@ -20,10 +20,10 @@ import fire
 import nibabel as nib
 import numpy as np
 from duolift_bundle.constants import VIEWS
-from duolift_bundle.data.datasets import load_datalist
-from duolift_bundle.data.splits import SPLITS
-from duolift_bundle.data.xray_contrast import N_QUANTILES, reference_quantiles, write_reference
+from duolift_bundle.datasets.routes import load_datalist
+from duolift_bundle.datasets.splits import SPLITS
 from duolift_bundle.errors import install_last_line_hook
+from duolift_bundle.inputs.radiograph_contrast import N_QUANTILES, reference_quantiles, write_reference
 from duolift_bundle.io_utils import read_json
 
 

@@ -48,8 +48,8 @@ def real_ct_dir() -> Path:
 @pytest.fixture(scope="session")
 def phantom_set(tmp_path_factory):
     """Four prepared 64^3-source phantoms (prepared to the 128^3 protocol) with a datalist."""
-    from duolift_bundle.data.phantoms import make_phantom_set
     from duolift_bundle.geometry import Protocol
+    from duolift_bundle.synthetic.phantoms import make_phantom_set
 
     out = tmp_path_factory.mktemp("phantoms")
     summary = make_phantom_set(
@@ -121,7 +121,7 @@ def make_small_prepared(
     (training, validation, test) counts rewrites the datalist (default: all in test)."""
     import json
 
-    from duolift_bundle.data.phantoms import make_phantom_set
+    from duolift_bundle.synthetic.phantoms import make_phantom_set
 
     make_phantom_set(out, n=n, size=size, seed=seed, progress=False)  # prepared at size^3, size px DRRs
     datalist = json.loads((out / "datalist.json").read_text())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import duolift_bundle
 import pytest
-from duolift_bundle.data.xray_io import XRayInputError
 from duolift_bundle.errors import DuoLiftError, error_line, failure_reason, user_error
+from duolift_bundle.inputs.radiograph_io import XRayInputError
 
 
 def wrapped(inner: BaseException, depth: int) -> BaseException:
@@ -59,7 +59,7 @@ def test_uncaught_error_ends_with_its_message():
     code = (
         "from duolift_bundle.errors import install_last_line_hook\n"
         "install_last_line_hook()\n"
-        "from duolift_bundle.data.ct_io import CTInputError\n"
+        "from duolift_bundle.inputs.ct_io import CTInputError\n"
         "try:\n    raise CTInputError('scan/1.dcm: series cut at slice 7')\n"
         "except CTInputError as e:\n    raise RuntimeError('Failed to evaluate ConfigExpression') from e\n"
     )

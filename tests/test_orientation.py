@@ -6,10 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from duolift_bundle.data.discovery import CaseSource
-from duolift_bundle.data.phantoms import asymmetric_ball_phantom, write_raw_phantom
-from duolift_bundle.data.prepare import prepare_case
+from duolift_bundle.datasets.prepare import prepare_case
 from duolift_bundle.geometry import Protocol
+from duolift_bundle.inputs.discovery import CaseSource
+from duolift_bundle.synthetic.phantoms import asymmetric_ball_phantom, write_raw_phantom
 
 CENTRE = (-60.0, -50.0, 70.0)  # (z inferior+, y posterior+, x left+) mm
 WORLD_RAS = np.array([-70.0, 50.0, 60.0])  # the same point in RAS: x right+, y anterior+, z superior+

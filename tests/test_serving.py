@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import ROOT, write_dicom_series
-from duolift_bundle.data.radiograph import REQUEST_SETTINGS
-from duolift_bundle.data.sample import sample_dir
+from duolift_bundle.datasets.sample import sample_dir
 from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.inputs.radiograph import REQUEST_SETTINGS
 from duolift_bundle.serving import (
     CaseFailedError,
     MissingViewError,

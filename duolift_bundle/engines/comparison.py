@@ -44,8 +44,9 @@ import nibabel as nib
 import numpy as np
 import torch
 from duolift_bundle.constants import view_names
-from duolift_bundle.data.datasets import load_datalist
-from duolift_bundle.data.splits import SPLITS
+from duolift_bundle.datasets.routes import load_datalist
+from duolift_bundle.datasets.splits import SPLITS
+from duolift_bundle.engines.reports import markdown_table
 from duolift_bundle.errors import ConfigError, InputFileError
 from duolift_bundle.geometry import CTProtocol, Protocol
 from duolift_bundle.io_utils import atomic_path, read_json, write_json
@@ -165,7 +166,7 @@ def _fold_datalist(out: str | os.PathLike, fold: str) -> str:
 
 def prepare_folds(spec: ComparisonSpec, out: str | os.PathLike) -> dict[str, str]:
     """Write each fold's training datalist (stage 1); returns fold -> datalist path."""
-    from duolift_bundle.data.training_sets import compose_datalist
+    from duolift_bundle.datasets.training_sets import compose_datalist
 
     paths = {}
     for fold in spec.folds:
@@ -413,28 +414,34 @@ def format_table(spec: ComparisonSpec, results: dict) -> str:
         )
     else:
         budget = "Trained models scored only (no training)"
-    lines = [
-        f"Deciding folds: {', '.join(summary['deciding_folds'])} (held out, never deciding: {spec.held_out}). "
-        f"{budget}; {spec.size}^3.",
-        "",
-        "| row | folds | PSNR(3D) | SSIM(3D) | PSNR(2D) | SSIM(2D) | bone Dice | min gain over other-CT mean (dB) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["row", "folds", "PSNR(3D)", "SSIM(3D)", "PSNR(2D)", "SSIM(2D)", "bone Dice"]
+    header.append("min gain over other-CT mean (dB)")
+    rows = []
     for name, r in summary["rows"].items():
         cells = [
             f"{r[m][0]:.3f} ± {r[m][1]:.3f}" if "ssim" in m or "dice" in m else f"{r[m][0]:.2f} ± {r[m][1]:.2f}"
             for m in METRIC_NAMES
         ]
-        lines.append(f"| {name} | {len(r['folds'])} | " + " | ".join(cells) + f" | {r['psnr_3d_gain_min']:+.2f} |")
+        rows.append([name, len(r["folds"]), *cells, f"{r['psnr_3d_gain_min']:+.2f}"])
     folds = list(results["folds"])
-    lines += ["", "PSNR(3D) per fold (dB):", "", "| row | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
     names = list(dict.fromkeys(n for f in results["folds"].values() for n in f["rows"]))
+    per_fold = []
     for name in names:
         cells = []
         for f in folds:
             row = results["folds"][f]["rows"].get(name)
             cells.append(f"{_row_value(row, 'psnr_3d'):.2f}" if row else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        per_fold.append([name, *cells])
+    lines = [
+        f"Deciding folds: {', '.join(summary['deciding_folds'])} (held out, never deciding: {spec.held_out}). "
+        f"{budget}; {spec.size}^3.",
+        "",
+        markdown_table(header, rows),
+        "",
+        "PSNR(3D) per fold (dB):",
+        "",
+        markdown_table(["row", *folds], per_fold),
+    ]
     return "\n".join(lines) + "\n"
 
 

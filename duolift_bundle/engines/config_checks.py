@@ -18,11 +18,21 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["check_training_settings", "check_overrides", "check_datasets"]
 
-#: Arguments of ``monai.bundle run`` / ``verify_net_in_out`` that are not config ids.
-RUN_ARGS = {
-    "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
-    "workflow_type", "workflow_name", "properties_path", "net_id", "filepath", "ckpt_file", "key_in_ckpt",
-}  # fmt: skip
+
+def _run_args() -> set[str]:
+    """The named arguments of MONAI's bundle commands (``run``, ``ConfigWorkflow``,
+    ``verify_net_in_out``, ``ckpt_export``): command-line keys that are not config ids. Read from
+    their signatures, plus ``workflow_name``, which ``run`` takes out of its ``**override``."""
+    import inspect
+
+    from monai.bundle import ConfigWorkflow, scripts
+
+    named = {"workflow_name"}
+    for command in (scripts.run, ConfigWorkflow.__init__, scripts.verify_net_in_out, scripts.ckpt_export):
+        for param in inspect.signature(command).parameters.values():
+            if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) and param.name != "self":
+                named.add(param.name)
+    return named
 
 
 def check_training_settings(
@@ -57,7 +67,7 @@ def check_training_settings(
     for value in lr:
         if not value > 0:
             problems.append(f"learning rate {value!r}: must be > 0")
-    if data_format not in ("prepared", "raw", "x2ct"):  # the routes of duolift_bundle.data.datasets.make_dataset
+    if data_format not in ("prepared", "raw", "x2ct"):  # the routes of duolift_bundle.datasets.routes.make_dataset
         problems.append(
             f"data_format = {data_format!r}: must be 'prepared' (datalist.json), 'raw' (CT files) or 'x2ct' (X2CT-GAN HDF5 folders)"
         )
@@ -89,7 +99,8 @@ def _config_files_from_argv(argv: Sequence[str]) -> list[str]:
 
 
 def check_overrides(config_files: Optional[Sequence[str]] = None, argv: Optional[Sequence[str]] = None) -> bool:
-    """Raise :class:`ConfigError` if a ``--key value`` override names an id that no config defines.
+    """Raise :class:`ConfigError` if a ``--key value`` override names an id that no config defines
+    (MONAI's ``run`` would add it to the config silently, so it is checked here on ``sys.argv``).
 
     Args:
         config_files: the config files of the run; default: the ``--config_file`` of ``argv``.
@@ -106,7 +117,7 @@ def check_overrides(config_files: Optional[Sequence[str]] = None, argv: Optional
     if config_files is None:
         config_files = _config_files_from_argv(argv)
     known = set(ConfigParser.load_config_files(list(config_files)).keys()) if config_files else set()
-    unknown = [k for k in _override_keys(argv) if k not in RUN_ARGS and k.split("#", 1)[0] not in known]
+    unknown = [k for k in _override_keys(argv) if k not in _run_args() and k.split("#", 1)[0] not in known]
     if unknown and known:
         raise ConfigError(
             f"unknown config key(s) {', '.join('--' + k for k in unknown)} for {', '.join(config_files)}; "

@@ -22,13 +22,15 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import ignite.distributed as idist
 import torch
 from duolift_bundle.errors import ConfigError, MissingFileError, MissingKeyError
-from duolift_bundle.io_utils import atomic_path
+from duolift_bundle.io_utils import atomic_path, read_json, write_json
 from duolift_bundle.networks.loading import unwrap
 from ignite.engine import Engine, Events
 
 __all__ = [
     "BestModelSaver",
     "FinalModelSaver",
+    "ValidationCurve",
+    "read_validation_curve",
     "log_run_weights",
     "EpochSeedHandler",
     "TimeBudget",
@@ -149,13 +151,60 @@ def log_run_weights(filepath: str) -> None:
 
 class FinalModelSaver:
     """Trainer handler: when training completes without any validation, write the final
-    generator where ``saver`` (a :class:`BestModelSaver` on the evaluator) writes the best one."""
+    generator where ``saver`` (a :class:`BestModelSaver` on the evaluator) writes the best one.
+    (MONAI's ``CheckpointSaver(save_final=True)`` writes a final file on every run, under its own
+    name, and not atomically; here the final weights are written only when no best exists.)"""
 
     def __init__(self, saver: BestModelSaver) -> None:
         self.saver = saver
 
     def attach(self, engine: Engine) -> None:
         self.saver.attach_final(engine)
+
+
+class ValidationCurve:
+    """Attach to the validation evaluator: after each validation, add ``{metric: value}`` of that
+    epoch, the generator's learning rate and the seconds the run has trained so far to
+    ``filepath`` (``<output_dir>/validation_curve.json``, written atomically), the file the
+    records of shipped models read (:func:`read_validation_curve`). A resumed run adds to the
+    curve it finds, its seconds counted on from the last entry.
+
+    Args:
+        filepath: the JSON file.
+        optimizer: the generator's optimizer (its first group's learning rate is recorded).
+        clock: the time source in seconds (tests pass a fake one).
+    """
+
+    def __init__(self, filepath: str, optimizer: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.filepath = str(filepath)
+        self.optimizer = optimizer
+        self.clock = clock
+        self._start: Optional[float] = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        now = self.clock()
+        curve = read_validation_curve(self.filepath) if os.path.isfile(self.filepath) else {}
+        epoch = int(engine.state.epoch)
+        earlier = [e for e in curve if int(e) < epoch]
+        if self._start is None:  # this process's first validation: go on from the curve's last entry
+            self._start = now - (float(curve[max(earlier, key=int)]["seconds"]) if earlier else 0.0)
+        entry = {name: float(value) for name, value in engine.state.metrics.items()}
+        if self.optimizer is not None:
+            entry["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        entry["seconds"] = round(now - self._start, 1)
+        curve = {e: v for e, v in curve.items() if int(e) < epoch}  # a repeated epoch replaces its entry
+        curve[str(epoch)] = entry
+        write_json(self.filepath, {"epochs": curve})
+
+
+def read_validation_curve(filepath: str) -> dict[str, dict[str, float]]:
+    """``{epoch: {metric: value, "lr", "seconds"}}`` of a :class:`ValidationCurve` file."""
+    return dict(read_json(filepath)["epochs"])
 
 
 class EpochSeedHandler:
@@ -165,7 +214,7 @@ class EpochSeedHandler:
     random numbers earlier epochs drew, so a run resumed from a checkpoint at the end of epoch e
     repeats exactly what an uninterrupted run does in epoch e + 1 (together with a
     ``DistributedSampler``, whose shuffle is seeded by ``seed + epoch`` too). Datasets given in
-    ``datasets`` that have ``set_epoch`` (:class:`~duolift_bundle.data.augmentation.AugmentedDataset`)
+    ``datasets`` that have ``set_epoch`` (:class:`~duolift_bundle.datasets.augmentation.AugmentedDataset`)
     are told the epoch too.
     """
 

@@ -10,15 +10,24 @@ import csv
 import json
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from duolift_bundle.constants import CT_KEY, FAILED_NAME, PRED_KEY
-from duolift_bundle.data.origin import ORIGINS, case_origin
+from duolift_bundle.datasets.origin import ORIGINS, case_origin
 from duolift_bundle.io_utils import atomic_path, write_case_list, write_json
 from ignite.engine import Engine, Events
 
-__all__ = ["METRIC_COLUMNS", "MetricsReport", "FigureWriter", "InferenceSummary", "engine_items"]
+__all__ = [
+    "METRIC_COLUMNS",
+    "MetricsReport",
+    "FigureWriter",
+    "InferenceSummary",
+    "engine_items",
+    "markdown_table",
+    "read_case_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +44,31 @@ METRIC_COLUMNS: dict[str, tuple[str, bool]] = {
 }
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table (no trailing newline): ``header`` cells, a rule, one line per row; every
+    report of the bundle and its scripts writes its tables through it."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def read_case_metrics(output_dir: str | os.PathLike, digits: int | None = None) -> dict[str, dict[str, float]]:
+    """``{case: {metric: value}}`` of the ``metrics.csv`` a :class:`MetricsReport` wrote in
+    ``output_dir`` (numeric columns only; ``digits``: rounded). The records of the shipped models
+    read their sample metrics through it."""
+    with open(os.path.join(os.fspath(output_dir), "metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for row in rows:
+        values = {}
+        for key, text in row.items():
+            if key in ("case", "origin") or not text or key.endswith("segmenter"):
+                continue
+            values[key] = float(text) if digits is None else round(float(text), digits)
+        out[row["case"]] = values
+    return out
+
+
 def engine_items(engine: Engine) -> list[dict]:
     outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
     batches = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
@@ -45,7 +79,7 @@ class MetricsReport:
     """Collect every case's ``metrics`` and write, when the run completes, ``metrics.csv`` (with
     each case's ``origin``, real or synthetic), ``summary.json`` and ``table.md``.
 
-    Real and synthetic cases (:func:`~duolift_bundle.data.origin.case_origin`) are never averaged
+    Real and synthetic cases (:func:`~duolift_bundle.datasets.origin.case_origin`) are never averaged
     together: ``summary.json`` holds ``groups`` ``{origin: {"n_cases", "metrics": {key: {"mean",
     "std", "n"}}}}`` and, only when every case has one origin, the same ``metrics`` at the top
     level; ``table.md`` has one row "method: mean +- std" per origin, as the paper's tables. Both
@@ -102,19 +136,15 @@ class MetricsReport:
     def markdown(self, summary: dict) -> str:
         groups = summary["groups"]
         cols = [k for k in METRIC_COLUMNS if any(k in g["metrics"] for g in groups.values())]
-        head = (
-            "| method | cases | "
-            + " | ".join(METRIC_COLUMNS[k][0] + (" ↑" if METRIC_COLUMNS[k][1] else " ↓") for k in cols)
-            + " |"
-        )
-        lines = [head, "|---|---|" + "---|" * len(cols)]
+        header = ["method", "cases"] + [METRIC_COLUMNS[k][0] + (" ↑" if METRIC_COLUMNS[k][1] else " ↓") for k in cols]
+        rows = []
         for origin, group in groups.items():
             cells = []
             for k in cols:
                 m = group["metrics"].get(k)
                 digits = 2 if k.startswith("psnr") else 4
                 cells.append(f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}" if m else "-")
-            lines.append(f"| {self.method} | {origin} (n = {group['n_cases']}) | " + " | ".join(cells) + " |")
+            rows.append([self.method, f"{origin} (n = {group['n_cases']})", *cells])
         notes = [
             f"n = {summary['n_cases']} cases; real and synthetic cases are reported apart; metric mode: {summary['metric_mode']}"
         ]
@@ -127,7 +157,7 @@ class MetricsReport:
             notes.append(
                 f"{len(summary['failed'])} failed case(s), not in the table: {', '.join(summary['failed'])} ({FAILED_NAME})"
             )
-        return "\n".join([*lines, "", "; ".join(notes), ""])
+        return "\n".join([markdown_table(header, rows), "", "; ".join(notes), ""])
 
     def _write(self, engine: Engine) -> None:
         os.makedirs(self.output_dir, exist_ok=True)

@@ -20,6 +20,8 @@ from duolift_bundle.errors import ConfigError, DuoLiftError
 from duolift_bundle.networks.loading import unwrap
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
+from monai.engines.workflow import Workflow
+from monai.utils import CommonKeys, GanKeys
 from torch.utils.data import DataLoader
 
 __all__ = ["DuoLiftTrainer", "NonFiniteLossError"]
@@ -127,8 +129,9 @@ class DuoLiftTrainer(Trainer):
         self.d_masked = bool(getattr(d_core, "masked_input", False))
 
     def run(self) -> None:  # type: ignore[override]
-        # MONAI's Trainer.run creates one GradScaler; this trainer keeps one per optimizer.
-        super(Trainer, self).run()
+        # MONAI's Trainer.run only adds one GradScaler before Workflow.run; this trainer made one
+        # per optimizer in __init__, so it starts Workflow.run itself
+        Workflow.run(self)
 
     def _check_finite(self, name: str, value: torch.Tensor, engine: Any) -> None:
         if not bool(torch.isfinite(value.detach()).all()):
@@ -191,7 +194,9 @@ class DuoLiftTrainer(Trainer):
                 d_terms = self.d_loss_function(
                     self._discriminate(ct, xray, mask), self._discriminate(pred.detach(), xray, mask)
                 )
-            output["d_loss"] = self._backward(engine, "d_loss", d_terms, self.d_scaler, self.d_optimizer, n, step_now)
+            output[GanKeys.DLOSS] = self._backward(
+                engine, GanKeys.DLOSS, d_terms, self.d_scaler, self.d_optimizer, n, step_now
+            )
             output.update({k: float(v.detach()) for k, v in d_terms.items() if k != "loss"})
 
         fake_logits = None
@@ -199,7 +204,10 @@ class DuoLiftTrainer(Trainer):
             if self.d_network is not None:
                 fake_logits = self._discriminate_frozen(pred, xray, mask)
             g_terms = self.g_loss_function(pred, ct, mask, fake_logits, aux)
-        output["g_loss"] = self._backward(engine, "g_loss", g_terms, self.g_scaler, self.g_optimizer, n, step_now)
-        output["loss"] = output["g_loss"]  # the key MONAI's default handler settings (e.g. --tracking mlflow) read
+        output[GanKeys.GLOSS] = self._backward(
+            engine, GanKeys.GLOSS, g_terms, self.g_scaler, self.g_optimizer, n, step_now
+        )
+        # the key MONAI's default handler settings (e.g. --tracking mlflow) read
+        output[CommonKeys.LOSS] = output[GanKeys.GLOSS]
         output.update({k: float(v.detach()) for k, v in g_terms.items() if k != "loss"})
         return output

@@ -9,7 +9,7 @@ mistaken for the paper's tool):
 - :class:`TotalSegmentatorVessels` -- TotalSegmentator's ``lung_vessels`` task (arteries and
   veins), the paper's vessel segmenter; weights through :mod:`duolift_bundle.metrics.weights`.
 - :class:`ClassicalLungSegmenter` -- offline fallback: the LiftReg-style threshold recipe of
-  :mod:`duolift_bundle.transforms.lung_mask`.
+  :mod:`duolift_bundle.imaging.lung_mask`.
 - :class:`FrangiVesselSegmenter` -- offline fallback: Frangi vesselness (scikit-image) of bright
   tubular structures inside a lung mask, thresholded.
 
@@ -26,8 +26,8 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 from duolift_bundle.errors import ConfigError, RunError, ShapeError
+from duolift_bundle.imaging.lung_mask import classical_lung_mask
 from duolift_bundle.metrics.weights import LUNGMASK_R231, TOTALSEG_LUNG_VESSELS, WeightsNotFoundError, resolve_weights
-from duolift_bundle.transforms.lung_mask import classical_lung_mask
 
 __all__ = [
     "Segmenter",
@@ -59,7 +59,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ClassicalLungSegmenter:
-    """Offline lung fallback (threshold, body mask, components; see ``transforms/lung_mask.py``)."""
+    """Offline lung fallback (threshold, body mask, components; see ``imaging/lung_mask.py``)."""
 
     name = "classical lung mask (offline fallback, not lungmask)"
 

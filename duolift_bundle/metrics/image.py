@@ -128,11 +128,15 @@ def _ssim_map(p: torch.Tensor, t: torch.Tensor, kernel: torch.Tensor, sample_cov
 
 
 def ssim_3d(pred, target, win_size: int = 11, sigma: float = 1.5) -> float:
-    """SSIM of the whole volume with a 3D Gaussian window."""
+    """SSIM of the whole volume with a 3D Gaussian window: MONAI's ``SSIMMetric`` (data range 1),
+    in float32 (float64 convolutions have no fast CPU kernels)."""
+    from monai.metrics import SSIMMetric
+
     p, t = _pair(pred, target)
     if min(p.shape) < win_size:
         raise ShapeError(f"SSIM(3D) needs every edge >= {win_size}, got shape {list(p.shape)}")
-    return float(_ssim_map(p[None, None], t[None, None], _gaussian_1d(win_size, sigma), False).mean())
+    metric = SSIMMetric(spatial_dims=3, data_range=1.0, kernel_type="gaussian", win_size=win_size, kernel_sigma=sigma)
+    return float(metric(p.float()[None, None], t.float()[None, None]).mean())
 
 
 def ssim_2d(

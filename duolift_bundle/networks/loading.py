@@ -9,6 +9,7 @@ import os
 import torch
 import torch.nn as nn
 from duolift_bundle.errors import InputFileError, MissingFileError
+from monai.networks.utils import copy_model_state
 
 __all__ = ["unwrap", "load_generator"]
 
@@ -52,21 +53,21 @@ def load_generator(
         if k in state and state[k].shape != own[k].shape
     ]
     if not strict:
-        loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-        if len(loadable) * 2 < len(own):
+        # MONAI's copy_model_state takes every tensor whose name and shape match
+        merged, loaded, skipped = copy_model_state(net, state, inplace=False)
+        if len(loaded) * 2 < len(own):
             raise InputFileError(
-                f"{path}: only {len(loadable)} of the network's {len(own)} tensors fit; not a warm start for this network"
+                f"{path}: only {len(loaded)} of the network's {len(own)} tensors fit; not a warm start for this network"
             )
-        skipped = sorted(set(own) - set(loadable))
         if skipped:
             logger.warning(
                 "%s: warm start loads %d of %d tensors; kept initialised: %s",
                 path,
-                len(loadable),
+                len(loaded),
                 len(own),
-                ", ".join(skipped),
+                ", ".join(sorted(skipped)),
             )
-        net.load_state_dict(loadable, strict=False)
+        net.load_state_dict(merged)
         return network.to(device).eval()
     if missing or unexpected or shapes:
         detail = "; ".join(

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 from duolift_bundle.constants import CT_KEY
-from duolift_bundle.data.datasets import load_datalist
+from duolift_bundle.datasets.routes import load_datalist
 from duolift_bundle.errors import ConfigError, InputFileError, MissingFileError, ShapeError
 
 __all__ = ["MeanVolume"]
@@ -31,7 +31,7 @@ class MeanVolume(torch.nn.Module):
     def from_datalist(cls, datalist: str, split: str = "training", size: Optional[int] = None) -> "MeanVolume":
         """Average the ``ct`` volumes of ``split`` of a prepared ``datalist.json`` (checked to be
         ``size``^3 when given); a CT listed several times (``real_repeats`` of
-        :func:`~duolift_bundle.data.training_sets.compose_datalist`) counts once."""
+        :func:`~duolift_bundle.datasets.training_sets.compose_datalist`) counts once."""
         paths = list(dict.fromkeys(item[CT_KEY] for item in load_datalist(datalist, split)))
         if not paths:
             raise InputFileError(f"{datalist}: no '{split}' case to average")

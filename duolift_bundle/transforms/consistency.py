@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 from duolift_bundle.constants import PRED_KEY, XRAY_KEY, view_names
-from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.geometry import Protocol
+from duolift_bundle.imaging.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.metrics.image import psnr_image, ssim_image
 from duolift_bundle.transforms.drr import DRRProjector
 from monai.transforms import MapTransform
@@ -26,7 +26,7 @@ class ProjectionConsistencyd(MapTransform):
     - ``"consistency"``: ``{"<view>_psnr", "<view>_ssim"}`` (:mod:`duolift_bundle.metrics.image`)
       and ``{"<view>_lung_dice", "<view>_body_dice"}``, the overlap of the lung fields and body
       outline found in the input with those found in the re-projection
-      (:func:`~duolift_bundle.data.radiograph_fields.radiograph_fields`);
+      (:func:`~duolift_bundle.imaging.radiograph_fields.radiograph_fields`);
     - ``"quality_warnings"``: a list of sentences for the summary (no lung fields found in an
       input or in the re-projection, when ``<view>_lung_dice`` is left out rather than reported
       as 0; lung-field overlap below ``min_lung_dice``);

@@ -3,8 +3,9 @@
 Steps, for the CT key (and, with nearest-neighbour interpolation, for any label keys):
 
 1. HU below -1024 (scanner padding such as -2048 or -3024) becomes -1024 (air).
-2. HU window [-1024, 1476] mapped linearly to [0, 1] and clipped (X2CT's CT_MIN_MAX 0..2500
-   on HU + 1024). Windowing before the spatial steps makes the padding value 0 = air.
+2. the protocol's HU window (``CTProtocol.hu_window``; X2CT's CT_MIN_MAX 0..2500 on HU + 1024 by
+   default) mapped linearly to [0, 1] and clipped. Windowing before the spatial steps makes the
+   padding value 0 = air.
 3. Orientation to the bundle's axis convention (MONAI axcodes ``"IPL"``: D superior ->
    inferior, H anterior -> posterior, W patient right -> left).
 4. Resampling to ``spacing`` mm isotropic (1 mm).
@@ -13,7 +14,7 @@ Steps, for the CT key (and, with nearest-neighbour interpolation, for any label 
    ``crop_to_standard`` kept the last - most superior - slices) and pads symmetrically when it is
    shorter; ``z_anchor="center"`` centres along z too.
 5b. With ``remove_table`` (default), the table is removed here, at 1 mm, where a thin chest wall
-   is still resolved (:class:`~duolift_bundle.transforms.table.RemoveTabled`: checked against
+   is still resolved (:class:`~duolift_bundle.imaging.table.RemoveTabled`: checked against
    the lungs, refused with a reason in the CT's meta data when it would take patient).
 6. Resize to ``size``^3 (128, i.e. 2.5 mm voxels), trilinear (X2CT: "linearly interpolated").
 
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 
 from duolift_bundle.constants import AXIS_LABELS, VOLUME_AXCODES
 from duolift_bundle.geometry import AIR_HU, CTProtocol
-from duolift_bundle.transforms.table import RemoveTabled
+from duolift_bundle.imaging.table import RemoveTabled
 from monai.transforms import (
     Compose,
     EnsureTyped,

@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 from duolift_bundle.constants import PRED_KEY, XRAY_KEY, view_names
-from duolift_bundle.data.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
+from duolift_bundle.imaging.radiograph_fields import mask_dice, radiograph_fields
 from duolift_bundle.metrics.image import psnr_image
 from duolift_bundle.transforms.drr import DRRProjector
 from monai.data import MetaTensor

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from duolift_bundle.data.xray_io import XRayInputError
 from duolift_bundle.engines.case_failures import (
     FAILED_CASES_KEY,
     CaseGuard,
@@ -13,6 +12,7 @@ from duolift_bundle.engines.case_failures import (
     collate_cases,
     exit_if_failed,
 )
+from duolift_bundle.inputs.radiograph_io import XRayInputError
 from monai.data import DataLoader, Dataset
 from monai.transforms import Lambda
 

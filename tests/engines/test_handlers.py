@@ -68,3 +68,35 @@ def test_the_last_line_names_the_generator_only_when_it_exists(tmp_path, caplog)
         weights.write_bytes(b"0")
         log_run_weights(str(weights))
         assert f"this run's generator: {weights}" in caplog.text
+
+
+def test_the_validation_curve_grows_per_epoch_and_goes_on_after_a_resume(tmp_path):
+    """One entry per validated epoch (metrics, learning rate, seconds trained); a resumed run (a
+    new handler, its clock restarted) adds to the file, counting its seconds on from the last
+    entry; an epoch validated again replaces its entry."""
+    import json
+    from types import SimpleNamespace
+
+    from duolift_bundle.engines.handlers import ValidationCurve
+
+    path = tmp_path / "validation_curve.json"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    ticks = iter([100.0, 110.0, 130.0])
+    first = ValidationCurve(str(path), optimizer, clock=lambda: next(ticks))
+    for epoch, psnr in ((1, 15.0), (2, 16.0), (3, 16.5)):
+        first(SimpleNamespace(state=SimpleNamespace(epoch=epoch, metrics={"val_psnr": psnr, "val_ssim": 0.5})))
+    expected = {
+        "1": {"val_psnr": 15.0, "val_ssim": 0.5, "lr": 0.5, "seconds": 0.0},
+        "2": {"val_psnr": 16.0, "val_ssim": 0.5, "lr": 0.5, "seconds": 10.0},
+        "3": {"val_psnr": 16.5, "val_ssim": 0.5, "lr": 0.5, "seconds": 30.0},
+    }
+    assert json.loads(path.read_text())["epochs"] == expected
+    # killed during epoch 4 after the checkpoint of epoch 3, resumed in a new process
+    resumed = ValidationCurve(str(path), clock=iter([5.0]).__next__)
+    resumed(SimpleNamespace(state=SimpleNamespace(epoch=4, metrics={"val_psnr": 17.0})))
+    curve = json.loads(path.read_text())["epochs"]
+    assert list(curve) == ["1", "2", "3", "4"] and curve["4"] == {"val_psnr": 17.0, "seconds": 30.0}
+    again = ValidationCurve(str(path), clock=iter([0.0]).__next__)  # epoch 3 validated again: replaced, 4 dropped
+    again(SimpleNamespace(state=SimpleNamespace(epoch=3, metrics={"val_psnr": 16.6})))
+    assert json.loads(path.read_text())["epochs"]["3"] == {"val_psnr": 16.6, "seconds": 10.0}
+    assert list(json.loads(path.read_text())["epochs"]) == ["1", "2", "3"]

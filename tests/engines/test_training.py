@@ -212,7 +212,7 @@ def test_a_run_with_nothing_to_train_stops_naming_the_datalist_and_the_fix(tmp_p
     """The embedded sample (every case in `test`) as a training set: the run stops before the first
     iteration, its last line names the datalist, the counts of both splits and the commands that
     make data, and no weights file is announced or written."""
-    from duolift_bundle.data.sample import sample_datalist
+    from duolift_bundle.datasets.sample import sample_datalist
 
     sample = sample_datalist(64).parent
     result = run_training(CNN, sample, tmp_path / "empty", "--max_epochs", "1", size="64")

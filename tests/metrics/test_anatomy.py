@@ -19,7 +19,7 @@ from duolift_bundle.metrics.weights import LUNGMASK_R231, WeightsNotFoundError, 
 
 @pytest.fixture(scope="module")
 def phantom64():
-    from duolift_bundle.data.phantoms import make_phantom
+    from duolift_bundle.synthetic.phantoms import make_phantom
 
     return make_phantom(seed=1, size=64), (5.0, 5.0, 5.0)
 
@@ -134,7 +134,7 @@ def _real_weights_present() -> bool:
 def test_lungmask_real_weights_on_real_ct(real_ct_dir):
     """With the real R231 weights, lungmask and the classical mask agree on the real chest CT."""
     from conftest import unit_to_hu
-    from duolift_bundle.data.datasets import raw_ct_dataset
+    from duolift_bundle.datasets.routes import raw_ct_dataset
 
     item = raw_ct_dataset(str(real_ct_dir), None)[0]
     hu = unit_to_hu(np.asarray(item["ct"][0]))

@@ -21,7 +21,7 @@ def random_pair(seed: int, shape=(24, 20, 22)):
 @pytest.fixture(scope="module")
 def phantom_pair():
     from conftest import hu_to_unit
-    from duolift_bundle.data.phantoms import make_phantom
+    from duolift_bundle.synthetic.phantoms import make_phantom
 
     target = np.clip(hu_to_unit(make_phantom(seed=1, size=32).hu), 0, 1).astype(np.float64)
     pred = np.clip(hu_to_unit(make_phantom(seed=2, size=32).hu), 0, 1).astype(np.float64)  # another patient
@@ -70,16 +70,6 @@ def test_ssim_against_scikit_image(phantom_pair):
                 ]
             )
             assert ssim_2d(pred, target, axes=(axis,)) == pytest.approx(ref2, abs=1e-4)
-
-
-def test_ssim_3d_against_monai(phantom_pair):
-    from monai.metrics import SSIMMetric
-
-    for pred, target in pairs(phantom_pair):
-        ref = SSIMMetric(spatial_dims=3, data_range=1.0, kernel_type="gaussian", win_size=11, kernel_sigma=1.5)(
-            torch.as_tensor(pred)[None, None], torch.as_tensor(target)[None, None]
-        )
-        assert ssim_3d(pred, target) == pytest.approx(float(ref), abs=1e-4)
 
 
 def test_x2ct_mode(phantom_pair):

@@ -23,7 +23,7 @@ from conftest import ROOT
 requests = pytest.importorskip("requests")
 pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/setup_monailabel.sh)")
 
-from duolift_bundle.data.sample import real_radiograph, sample_dir  # noqa: E402
+from duolift_bundle.datasets.sample import real_radiograph, sample_dir  # noqa: E402
 from duolift_bundle.registry import load_registry  # noqa: E402
 from requests_toolbelt.multipart.decoder import MultipartDecoder  # noqa: E402
 

@@ -190,8 +190,8 @@ def test_cone_beam_drrs_meet_at_the_ball_only_when_lifted_along_the_rays(lift, l
 
 @pytest.fixture(scope="module")
 def phantom_ball():
-    from duolift_bundle.data.phantoms import asymmetric_ball_phantom
     from duolift_bundle.geometry import Protocol
+    from duolift_bundle.synthetic.phantoms import asymmetric_ball_phantom
     from duolift_bundle.transforms.drr import DRRProjector
 
     ph = asymmetric_ball_phantom(size=64)
@@ -329,8 +329,8 @@ def test_small_generator_overfits_one_phantom():
     its two DRRs to PSNR > 22 dB, 7.6 dB above the best constant volume (its mean: 14.4 dB); about
     80 Adam steps at lr 1e-2, ~40 s on 2 CPU cores (30 dB takes ~400 steps at 3e-3: minutes)."""
     from conftest import hu_to_unit
-    from duolift_bundle.data.phantoms import make_phantom
     from duolift_bundle.geometry import Protocol
+    from duolift_bundle.synthetic.phantoms import make_phantom
     from duolift_bundle.transforms.drr import DRRProjector
 
     torch.manual_seed(0)

@@ -132,7 +132,7 @@ def test_against_plastimatch(tmp_path):
     relative to the bundle's display convention.
     """
     import SimpleITK
-    from duolift_bundle.data.phantoms import make_phantom
+    from duolift_bundle.synthetic.phantoms import make_phantom
     from scipy.ndimage import shift
 
     # without white noise: the two projectors interpolate voxel-scale noise differently, which is

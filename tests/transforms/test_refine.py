@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import hu_to_unit
-from duolift_bundle.data.phantoms import make_phantom
 from duolift_bundle.geometry import Protocol
+from duolift_bundle.synthetic.phantoms import make_phantom
 from duolift_bundle.transforms.drr import DRRProjector
 from duolift_bundle.transforms.refine import ProjectionRefined, refine_volume
 from monai.data import MetaTensor

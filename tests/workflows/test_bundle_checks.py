@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from duolift_bundle.data.datasets import prepared_dataset
-from duolift_bundle.data.sample import sample_datalist, sample_dir
+from duolift_bundle.datasets.routes import prepared_dataset
+from duolift_bundle.datasets.sample import sample_datalist, sample_dir
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 
@@ -46,7 +46,7 @@ def test_sample_data_passes_the_data_contract(size):
 def test_sample_ct_is_the_protocol_volume_to_one_hu(real_ct_dir, tmp_path):
     """The int16 storage of the embedded CT loses nothing beyond 1 HU against a fresh preparation."""
     import nibabel as nib
-    from duolift_bundle.data.prepare import prepare
+    from duolift_bundle.datasets.prepare import prepare
 
     prepare(str(real_ct_dir), str(tmp_path), progress=False)
     fresh = next(p for p in tmp_path.iterdir() if (p / "ct.nii.gz").exists())

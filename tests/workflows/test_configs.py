@@ -243,9 +243,9 @@ def test_bundle_configs_define_the_monai_ids(config, run_id, ids):
 def test_train_config_reads_x2ct_hdf5_folders(tmp_path):
     """data_format x2ct: the training / validation datasets come from X2CT-GAN's HDF5 layout,
     split by names files like their train.txt."""
-    from duolift_bundle.data.phantoms import make_phantom_set
-    from duolift_bundle.data.prepare import prepare
+    from duolift_bundle.datasets.prepare import prepare
     from duolift_bundle.geometry import Protocol
+    from duolift_bundle.synthetic.phantoms import make_phantom_set
 
     make_phantom_set(tmp_path, n=3, size=32, seed=60, progress=False)
     prepare(
@@ -286,10 +286,10 @@ def test_one_hu_window_reaches_every_consumer(tmp_path):
     computes, against the window's own arithmetic, where the default window would differ)."""
     import h5py
     import nibabel as nib
-    from duolift_bundle.data.raw_chain import raw_ct_chain
+    from duolift_bundle.datasets.raw_chain import raw_ct_chain
+    from duolift_bundle.imaging.lung_mask import LungMaskd
     from duolift_bundle.transforms.drr import DRRd, hu_to_mu
     from duolift_bundle.transforms.evaluation import AnatomicalDiced
-    from duolift_bundle.transforms.lung_mask import LungMaskd
     from duolift_bundle.transforms.save import SaveReconstructiond
     from monai.data import MetaTensor
 

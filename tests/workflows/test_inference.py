@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, make_small_prepared, write_dicom_xray
-from duolift_bundle.data.inference_case import LoadInferenceCase, inference_items
-from duolift_bundle.data.radiograph import RadiographSettings, load_radiograph
-from duolift_bundle.data.xray_io import XRayInputError, square_resize
+from duolift_bundle.datasets.inference_case import LoadInferenceCase, inference_items
 from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.inputs.radiograph import RadiographSettings, load_radiograph
+from duolift_bundle.inputs.radiograph_io import XRayInputError, square_resize
 from duolift_bundle.networks import DuoLiftGenerator, load_generator
 from PIL import Image
 
 
 def load_xray(path, size: int = 20, normalize: str = "max") -> np.ndarray:
     """A radiograph through the bundle's reading path with the square placement (a centred square
-    of the shorter side; the physical placement has its own tests in tests/data/test_radiograph.py)."""
+    of the shorter side; the physical placement has its own tests in tests/inputs/test_radiograph.py)."""
     from duolift_bundle.geometry import Protocol
 
     protocol = Protocol.build(size=32, output_size=size)
@@ -124,7 +124,7 @@ def test_dicom_reader_refuses_non_radiographs(tmp_path, gradient, kwargs, messag
 def test_prepared_drr_files_reach_the_network_as_in_training(tmp_path):
     """A frontal DRR is max-normalised with a minimum well above 0 (the body fills the field):
     the default "max" scaling leaves such a file unchanged; "minmax" stretches it."""
-    from duolift_bundle.data.sample import sample_dir
+    from duolift_bundle.datasets.sample import sample_dir
 
     path = sample_dir(64) / "normal001" / "xray_frontal.nii.gz"
     stored = np.asarray(nib.load(path).dataobj, dtype=np.float32)
@@ -357,7 +357,7 @@ def test_unwritable_output_folder(small_model, tmp_path):
 def test_inference_on_the_real_chest_ct(real_ct_dir, tmp_path):
     """The real CT of ../shared/data through its DRRs at the paper's 128^3 (a 1/16-width model):
     the NIfTI lands in the CT's world space (the affine of the prepared protocol volume)."""
-    from duolift_bundle.data.prepare import prepare
+    from duolift_bundle.datasets.prepare import prepare
 
     torch.manual_seed(0)
     model = tmp_path / "model.pt"
@@ -559,7 +559,7 @@ def test_make_figure_script(tmp_path):
 def test_the_real_radiograph_through_the_single_view_model(tmp_path):
     """pydicom-data's PA film (PixelSpacing 0, MONOCHROME1): one note about the spacing estimate,
     the quality report, a figure, and lungs where the film's lung fields are."""
-    from duolift_bundle.data.sample import real_radiograph
+    from duolift_bundle.datasets.sample import real_radiograph
     from scipy import ndimage
 
     try:
