@@ -24,6 +24,8 @@ past a bad case (preparation, inference, evaluation).
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from types import TracebackType
 from typing import Optional
 
@@ -108,10 +110,25 @@ def failure_reason(exc: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())
 
 
+def _settle_thread_pools(timeout_s: float = 30.0) -> None:
+    """Wait (up to ``timeout_s`` in all) for the workers of ``multiprocessing.pool.ThreadPool``s to
+    finish their task. A failed run can leave such daemon threads (MONAI's ``CacheDataset`` fills
+    its cache with one) inside native code; if the interpreter shut down under them, the C++ runtime
+    would abort with "terminate called without an active exception" after the bundle's last line.
+    Other daemon threads (tqdm's monitor) never end by themselves and are left alone."""
+    from multiprocessing.dummy import DummyProcess  # the thread class of ThreadPool's workers
+
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if isinstance(thread, DummyProcess) and thread.is_alive():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def _hook(exc_type: type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> None:
     _hook.previous(exc_type, exc, tb)  # type: ignore[attr-defined]
     line = error_line(exc)
     if line is not None:
+        _settle_thread_pools()
         sys.stderr.flush()
         print(line, file=sys.stderr, flush=True)
 

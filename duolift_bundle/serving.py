@@ -34,11 +34,13 @@ from typing import Any
 from duolift_bundle.errors import ConfigError, DuoLiftError
 from duolift_bundle.inputs.ct_io import ITK_SUFFIXES, CTInputError, file_suffix, is_3d_volume, is_dicom_file
 from duolift_bundle.inputs.discovery import NoCaseFoundError, discover_cases
-from duolift_bundle.inputs.radiograph import REQUEST_SETTINGS
+from duolift_bundle.inputs.radiograph import CONFIG_KEYS
 from duolift_bundle.inputs.radiograph_io import XRAY_SUFFIXES, view_of_name
 from duolift_bundle.io_utils import read_json
+from duolift_bundle.transforms.quality import REQUEST_KEY as QUALITY_KEY
 
 __all__ = [
+    "REQUEST_SETTINGS",
     "ServingError",
     "NoInputError",
     "UnsupportedInputError",
@@ -52,6 +54,10 @@ __all__ = [
 #: the reconstruction in HU that ``SaveReconstructiond`` writes into ``<output_dir>/<case>/``
 RECON_FILE = "recon_hu.nii.gz"
 #: inference.yaml's radiograph settings that one request may set for itself (README, "Real radiographs")
+
+
+#: the inference settings a request may set for itself: the radiograph settings and the quality gate
+REQUEST_SETTINGS: tuple[str, ...] = CONFIG_KEYS + (QUALITY_KEY,)
 
 
 class ServingError(DuoLiftError):

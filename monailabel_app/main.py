@@ -18,8 +18,8 @@ from typing import Any
 
 import duolift_bundle
 from duolift_bundle.errors import ConfigError
-from duolift_bundle.inputs.radiograph import REQUEST_SETTINGS
 from duolift_bundle.registry import ModelSpec, load_registry
+from duolift_bundle.serving import REQUEST_SETTINGS
 from fastapi import HTTPException
 from lib.infers import DuoLiftReconstruction
 from monailabel.interfaces.app import MONAILabelApp

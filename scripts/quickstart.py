@@ -1,7 +1,7 @@
 """The quick start's main job: reconstruct the embedded sample cases with both shipped models and
 score them next to their baselines.
 
-    python scripts/quickstart.py [--out demo] [--lpips False]
+    python scripts/quickstart.py [--out quickstart] [--lpips False]
 
 Each method runs the bundle's evaluation workflow exactly as a user would from the bundle root,
 on the sample embedded in the package (``duolift_bundle/sample_data/size64``: the real chest CT
@@ -10,7 +10,7 @@ shipped models' 64^3), e.g. for the double-view model::
 
     python -m monai.bundle run evaluating \\
         --config_file "['configs/inference.yaml','configs/evaluate.yaml']" \\
-        --dataset_dir <package>/sample_data/size64 --output_dir demo/double_view --save_recon True \\
+        --dataset_dir <package>/sample_data/size64 --output_dir quickstart/double_view --save_recon True \\
         --offline True
 
 Methods (:func:`methods`: every entry of ``models/registry.json``): DuoLift-CNN double view
@@ -100,7 +100,7 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     return markdown_table(["case", "kind", "method", *(n for _, n in COLUMNS)], lines) + "\n"
 
 
-def main(out: str = "demo", lpips: bool = False) -> None:
+def main(out: str = "quickstart", lpips: bool = False) -> None:
     """Run every method on the embedded sample into ``out``; print the table and the paths.
     ``lpips=True`` needs the torchvision VGG16 weights (see README, "Evaluation")."""
     import nibabel as nib

@@ -6,7 +6,7 @@ outputs of its training and evaluation runs (the model card's numbers come from 
 
     python scripts/record_phantom_model.py --train_run runs/demo64 \\
         --heldout eval/demo_heldout --baseline eval/baseline_heldout \\
-        --validation eval/demo_validation --sample demo
+        --validation eval/demo_validation --sample quickstart
 
 ``--train_run`` is the training run's ``output_dir`` (its ``validation_curve.json`` is read);
 ``--heldout`` / ``--baseline`` / ``--validation`` / ``--sample`` are ``output_dir`` folders of
@@ -27,9 +27,9 @@ from duolift_bundle.shipped import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: the demo model's training configs, merged in this order (configs/train_demo.yaml says how)
-DEMO_CONFIGS = ["configs/train.yaml", "configs/train_cnn.yaml", "configs/demo.yaml", "configs/train_demo.yaml"]
-#: the settings of the recipe recorded in the provenance (resolved from DEMO_CONFIGS)
+#: the demo model's training configs, merged in this order (configs/train_phantom_only.yaml says how)
+PHANTOM_ONLY_CONFIGS = ["configs/train.yaml", "configs/train_cnn.yaml", "configs/train_phantom_only.yaml"]
+#: the settings of the recipe recorded in the provenance (resolved from PHANTOM_ONLY_CONFIGS)
 SETTING_KEYS = [
     "views",
     "size",
@@ -54,10 +54,10 @@ def recipe() -> tuple[dict, list[str]]:
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config([str(ROOT / f) for f in DEMO_CONFIGS])
+    parser.read_config([str(ROOT / f) for f in PHANTOM_ONLY_CONFIGS])
     parser["bundle_root"] = "."
     settings = {key: parser.get_parsed_content(key) for key in SETTING_KEYS}
-    configs = "[" + ",".join(f"'{f}'" for f in DEMO_CONFIGS) + "]"
+    configs = "[" + ",".join(f"'{f}'" for f in PHANTOM_ONLY_CONFIGS) + "]"
     return settings, [DATA_COMMAND, f'python -m monai.bundle run training --config_file "{configs}"']
 
 
@@ -95,7 +95,7 @@ def main(
     heldout: str = "eval/demo_heldout",
     baseline: str = "eval/baseline_heldout",
     validation: str | None = "eval/demo_validation",
-    sample: str = "demo",
+    sample: str = "quickstart",
     model: str = PHANTOM_MODEL,
     out: str = PHANTOM_RECORD,
 ) -> None:

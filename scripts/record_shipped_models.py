@@ -3,10 +3,10 @@
 Two steps around the quick start (whose sample metrics the record keeps):
 
     python scripts/record_shipped_models.py export --dv_run runs/real64_dv --sv_run runs/real64_sv
-    python scripts/quickstart.py --out demo
-    python scripts/record_shipped_models.py record --dv_run runs/real64_dv --sv_run runs/real64_sv --sample demo
+    python scripts/quickstart.py --out quickstart
+    python scripts/record_shipped_models.py record --dv_run runs/real64_dv --sv_run runs/real64_sv --sample quickstart
 
-``sample --sample demo`` refreshes the sample metrics alone (after an inference default changed).
+``sample --sample quickstart`` refreshes the sample metrics alone (after an inference default changed).
 
 ``export`` copies the generator of each run's last full checkpoint (the last epoch: the held-out
 validation case only reports, it does not pick weights) to ``models/model.pt`` (double view) and
@@ -173,7 +173,7 @@ def xray_reference_record() -> dict:
 
 
 def record(
-    dv_run: str, sv_run: str, sample: str = "demo", loo: str = "docs/real_ct_loo.json", out: str | Path = RECORD
+    dv_run: str, sv_run: str, sample: str = "quickstart", loo: str = "docs/real_ct_loo.json", out: str | Path = RECORD
 ) -> None:
     """Write docs/shipped_models.json (see the module docstring)."""
     from duolift_bundle.io_utils import read_json, write_json
@@ -230,7 +230,7 @@ def record(
     print(f"wrote {out}")
 
 
-def sample(sample: str = "demo", out: str | Path = RECORD) -> None:
+def sample(sample: str = "quickstart", out: str | Path = RECORD) -> None:
     """Refresh only the sample metrics of docs/shipped_models.json from a quick start's output
     (after an inference default changed, e.g. the refinement), recording the refinement settings
     the quick start's evaluation ran with."""

@@ -13,8 +13,8 @@ import pytest
 from conftest import ROOT, write_dicom_series
 from duolift_bundle.datasets.sample import sample_dir
 from duolift_bundle.geometry import CTProtocol
-from duolift_bundle.inputs.radiograph import REQUEST_SETTINGS
 from duolift_bundle.serving import (
+    REQUEST_SETTINGS,
     CaseFailedError,
     MissingViewError,
     NoInputError,
@@ -130,7 +130,7 @@ def test_reconstructor_refuses_a_missing_view_and_unknown_settings(tmp_path, dou
     assert "in/" not in str(info.value)  # the client's names, not the staging folder's
     with pytest.raises(ValueError, match="ckpt_path"):
         double_view(source, tmp_path / "out", {"ckpt_path": "elsewhere.pt"})
-    assert set(REQUEST_SETTINGS) >= {"xray_pixel_spacing", "xray_contrast"}
+    assert set(REQUEST_SETTINGS) >= {"xray_pixel_spacing", "xray_contrast", "quality_gate"}
 
 
 def test_reconstructor_reports_an_unreadable_file_as_a_422(tmp_path, single_view):
@@ -142,10 +142,15 @@ def test_reconstructor_reports_an_unreadable_file_as_a_422(tmp_path, single_view
 
 
 @pytest.mark.slow
-def test_reconstructor_applies_a_requests_pixel_size(tmp_path, single_view):
-    """A PNG carries no pixel size: the request's xray_pixel_spacing is used for it, and says so."""
+def test_reconstructor_gates_a_request_and_applies_its_settings(tmp_path, single_view):
+    """Noise is no chest film: the quality gate refuses it (422, the reasons in the message); a
+    request with quality_gate false reconstructs it, with the request's xray_pixel_spacing (a PNG
+    carries no pixel size), and says so."""
     source = stage_case(_png(tmp_path / "film.png", (300, 260)), tmp_path / "in")
-    recon, report = single_view(source, tmp_path / "out", {"xray_pixel_spacing": 1.25})
+    with pytest.raises(CaseFailedError, match="refused by the quality gate .*no two lung fields") as info:
+        single_view(source, tmp_path / "refused")
+    assert info.value.status == 422 and not (tmp_path / "refused" / "case").exists()
+    recon, report = single_view(source, tmp_path / "out", {"xray_pixel_spacing": 1.25, "quality_gate": False})
     assert report["kind"] == "xray" and report["inputs"]["frontal"]["pixel_mm"] == [1.25, 1.25]
     assert report["inputs"]["frontal"]["file"] == "case/frontal.png"
     image = nib.load(recon)

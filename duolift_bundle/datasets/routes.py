@@ -38,6 +38,7 @@ from monai.transforms import Compose, ConcatItemsd, DeleteItemsd, EnsureTyped, L
 
 __all__ = [
     "DATA_FORMATS",
+    "DATA_COMMANDS",
     "xray_keys",
     "load_datalist",
     "prepared_transforms",
@@ -53,6 +54,14 @@ logger = logging.getLogger(__name__)
 DATA_FORMATS = ("prepared", "raw", "x2ct")
 #: datalist keys holding files besides the X-rays (see xray_keys)
 _FILE_KEYS = (CT_KEY, LUNG_MASK_KEY)
+
+
+#: what a run without training data is told to do (the last line of its error)
+DATA_COMMANDS = (
+    "python scripts/make_phantoms.py --out data/phantoms --n 12 --size 64 --seed 0, then "
+    "--dataset_dir data/phantoms --size 64 (or scripts/prepare_data.py --src <your CTs> --out data/mine, "
+    'then --dataset_dir data/mine); README, "Train a small model on a CPU in minutes"'
+)
 
 
 def xray_keys(views: int) -> list[str]:
@@ -73,11 +82,7 @@ def load_datalist(
     if split not in SPLITS:
         raise MissingKeyError(f"split must be one of {SPLITS}, got {split!r}")
     if not os.path.isfile(path):
-        raise MissingFileError(
-            f"{path}: datalist not found. Make data and point the run at it: python scripts/make_phantoms.py "
-            "--out data/phantoms --n 12 --size 64, then --dataset_dir data/phantoms --size 64 (or "
-            "scripts/prepare_data.py --src <your CTs> --out data/mine, then --dataset_dir data/mine)"
-        )
+        raise MissingFileError(f"{path}: datalist not found. Make data and point the run at it: {DATA_COMMANDS}")
     doc = read_json(path)
     base = os.path.dirname(os.path.abspath(path))
     items = []

@@ -12,6 +12,7 @@ import sys
 from typing import Optional, Sequence, Sized
 
 from duolift_bundle.constants import view_names
+from duolift_bundle.datasets.routes import DATA_COMMANDS
 from duolift_bundle.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -124,14 +125,6 @@ def check_overrides(config_files: Optional[Sequence[str]] = None, argv: Optional
             f"known top-level ids: {', '.join(sorted(k for k in known if not k.startswith('_')))}"
         )
     return True
-
-
-#: What a user with no training data runs (README, "Train a small model").
-DATA_COMMANDS = (
-    "python scripts/make_phantoms.py --out data/phantoms --n 12 --size 64 --seed 0, then "
-    "--dataset_dir data/phantoms --size 64 (or scripts/prepare_data.py --src <your CTs> --out data/mine, "
-    "then --dataset_dir data/mine)"
-)
 
 
 def check_datasets(train: Sized, validation: Optional[Sized], source: str) -> bool:

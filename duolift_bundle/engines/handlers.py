@@ -72,7 +72,7 @@ def latest_checkpoint(ckpt_dir: str) -> str:
     if not found:
         raise MissingFileError(
             f"--resume: no full checkpoint (checkpoint_epoch=NNNN.pt) in {os.path.abspath(ckpt_dir)}; "
-            "start without --resume, or point --output_dir (or --checkpoint_dir) at the run to continue"
+            "start without --resume, or point --output_dir (or --resume_dir) at the run to continue"
         )
     return max(found)[1]
 

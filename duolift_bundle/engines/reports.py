@@ -286,9 +286,11 @@ class InferenceSummary:
         failed = dict(getattr(engine, "failed_cases", {}))
         write_json(os.path.join(self.output_dir, "summary.json"), {"cases": self.rows, "failed": failed})
         write_case_list(os.path.join(self.output_dir, FAILED_NAME), failed)
+        warned = [f"{row['case']} ({len(row['warnings'])})" for row in self.rows if row["warnings"]]
         logger.info(
-            "%d case(s) reconstructed into %s%s",
+            "%d case(s) reconstructed into %s%s%s",
             len(self.rows),
             self.output_dir,
             f"; {len(failed)} failed ({FAILED_NAME})" if failed else "",
+            f"; with warnings (summary.json): {', '.join(warned)}" if warned else "",
         )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RadiographFields", "radiograph_fields", "mask_dice"]
+__all__ = ["RadiographFields", "radiograph_fields", "mask_dice", "midline_contrast"]
 
 
 @dataclass
@@ -106,3 +106,23 @@ def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+
+
+def midline_contrast(image: np.ndarray) -> float:
+    """How much brighter a frontal film's midline (spine and mediastinum: the middle 16 % of its
+    columns) is than the bands where the lungs lie (20-35 % and 65-80 %), over the middle half of
+    its rows, on the film's own 0 .. 1 scale (minimum to maximum). Positive for every chest film
+    and DRR (dense tissue bright); negative for an inverted one (the quality gate's polarity check;
+    measured values in the model card)."""
+    img = np.asarray(image, dtype=np.float64)
+    lo, hi = float(img.min()), float(img.max())
+    if not hi > lo:
+        return 0.0
+    unit = (img - lo) / (hi - lo)
+    h, w = unit.shape
+    rows = unit[int(0.25 * h) : int(0.75 * h)]
+    centre = rows[:, int(0.42 * w) : int(0.58 * w)].mean()
+    sides = np.concatenate(
+        [rows[:, int(0.2 * w) : int(0.35 * w)].ravel(), rows[:, int(0.65 * w) : int(0.8 * w)].ravel()]
+    )
+    return float(centre - sides.mean())

@@ -6,17 +6,20 @@ Steps (:func:`load_radiograph`):
 1. read (:func:`~duolift_bundle.inputs.radiograph_io.read_radiograph`: greyscale checks, DICOM LUTs,
    MONOCHROME1 inverted);
 2. orient (:func:`~duolift_bundle.inputs.radiograph_placement.orientation_flips`: DICOM
-   ``PatientOrientation``);
+   ``PatientOrientation``), and find the collimator's unexposed border
+   (:func:`~duolift_bundle.imaging.collimation.exposed_region`), which counts as no film: the
+   placement fills it with air, as a DRR has air past the patient;
 3. place (``xray_placement``): ``physical`` resamples the film by its pixel size at the patient
    onto the detector field (:mod:`~duolift_bundle.inputs.radiograph_placement`), ``square`` crops a
-   centred square of its shorter side (no pixel size needed; shapes come out distorted);
+   centred square of its shorter side (no pixel size needed; the film's scale is not matched);
 4. scale to [0, 1] at the network's size, as the training DRRs are normalised after their own
    resampling (``xray_normalize``: ``max`` divides by the maximum, or ``minmax``); where the
    film does not reach, the value that scales to 0 (air);
 5. contrast (``xray_contrast``, :mod:`~duolift_bundle.inputs.radiograph_contrast`).
 
-Each view also returns what was done (``info``: pixel size and its source, flips, notes), which
-the inference summary reports per case.
+Each view also returns what was done (``info``: pixel size and its source, flips, the unexposed
+border, the film's aspect, notes), which the inference summary reports and the quality gate
+(:mod:`duolift_bundle.transforms.quality`) checks per case.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from duolift_bundle.constants import VIEWS
 from duolift_bundle.errors import ConfigError
 from duolift_bundle.geometry import Protocol
+from duolift_bundle.imaging.collimation import exposed_region
+from duolift_bundle.imaging.radiograph_fields import midline_contrast
 from duolift_bundle.inputs.radiograph_contrast import (
     CONTRAST,
     DISTANCE_WARNING,
@@ -46,7 +52,7 @@ from duolift_bundle.inputs.radiograph_placement import (
     place_on_detector,
 )
 
-__all__ = ["PLACEMENT", "RadiographSettings", "REQUEST_SETTINGS", "load_radiograph"]
+__all__ = ["PLACEMENT", "RadiographSettings", "CONFIG_KEYS", "load_radiograph"]
 
 PLACEMENT = ("physical", "square")
 
@@ -99,11 +105,18 @@ class RadiographSettings:
         return self._quantiles[view]
 
 
-#: the ``xray_*`` keys a server request or the MONAI Label app may set (every field of
+#: the ``xray_*`` config keys a server request or the MONAI Label app may set (every field of
 #: :class:`RadiographSettings` but the reference file, which belongs to the model)
-REQUEST_SETTINGS: tuple[str, ...] = tuple(
+CONFIG_KEYS: tuple[str, ...] = tuple(
     f"xray_{f.name}" for f in dataclasses.fields(RadiographSettings) if f.init and f.name != "reference"
 )
+
+
+def _border(exposed: np.ndarray) -> dict[str, int]:
+    """The unexposed border's depth in pixels on each side of a film's ``exposed`` mask."""
+    rows, cols = np.flatnonzero(exposed.any(axis=1)), np.flatnonzero(exposed.any(axis=0))
+    h, w = exposed.shape
+    return {"top": int(rows[0]), "bottom": int(h - 1 - rows[-1]), "left": int(cols[0]), "right": int(w - 1 - cols[-1])}
 
 
 def load_radiograph(
@@ -125,12 +138,21 @@ def load_radiograph(
     if flip_cols:
         image = image[:, ::-1]
     image = np.ascontiguousarray(image, dtype=np.float32)
+    exposed = exposed_region(image)  # the collimator's unexposed border counts as no film
+    border = _border(exposed)
     # the value that scales to 0 fills the field where there is no film (air, as in a DRR)
-    lo = min(float(image.min()), 0.0) if settings.normalize == "max" else float(image.min())
+    lo = min(float(image[exposed].min()), 0.0) if settings.normalize == "max" else float(image[exposed].min())
     info: dict[str, Any] = {"file": path, "flips": [a for a, f in (("rows", flip_rows), ("columns", flip_cols)) if f]}
+    if any(border.values()):
+        info["unexposed_border_px"] = border
+        notes.append(
+            "unexposed (collimated) border taken as outside the film: "
+            + ", ".join(f"{side} {n} px" for side, n in border.items() if n)
+        )
     if settings.placement == "square":
-        placed = square_resize(image, size)
-        covered = np.ones((size, size), bool)
+        placed = square_resize(np.where(exposed, image, lo), size)
+        covered = square_resize(exposed.astype(np.float32), size) > 0.5
+        info["aspect"] = round(max(image.shape) / min(image.shape), 3)
         info.update(
             spacing_source="none: centred square of the shorter side (xray_placement square)", spacing_estimated=False
         )
@@ -140,8 +162,10 @@ def load_radiograph(
             why = "no pixel size in the file" if header.get("format") == "image" else "no usable pixel size in the file"
             spacing = estimate_pixel_mm(image, geometry, why)
             notes.append(spacing.note)
-        placed, covered = place_on_detector(image, spacing, geometry, size, fill=lo)
+        placed, covered = place_on_detector(image, spacing, geometry, size, fill=lo, exposed=exposed)
+        sides_mm = (image.shape[0] * spacing.row_mm, image.shape[1] * spacing.col_mm)
         info.update(
+            aspect=round(max(sides_mm) / min(sides_mm), 3),
             pixel_mm=[round(spacing.row_mm, 5), round(spacing.col_mm, 5)],
             spacing_source=spacing.source,
             spacing_estimated=spacing.estimated,
@@ -165,5 +189,7 @@ def load_radiograph(
     if settings.contrast == "histogram":
         placed = match_to_reference(placed, quantiles, covered)
     info["film_fraction"] = round(float(covered.mean()), 4)
+    if view == VIEWS[0]:  # the polarity check of a frontal film (a lateral's spine is not central)
+        info["midline_contrast"] = round(midline_contrast(placed), 4)
     info["notes"] = notes
     return np.clip(placed, 0.0, 1.0).astype(np.float32), info

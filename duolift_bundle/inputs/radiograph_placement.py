@@ -269,12 +269,19 @@ def _area_weights(n_in: int, n_out: int, step: float) -> np.ndarray:
 
 
 def place_on_detector(
-    image: np.ndarray, spacing: Spacing, geometry: DRRGeometry, size: int, fill: float = 0.0
+    image: np.ndarray,
+    spacing: Spacing,
+    geometry: DRRGeometry,
+    size: int,
+    fill: float = 0.0,
+    exposed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample a film ``(H, W)`` with ``spacing`` at the patient onto the network's ``size`` x
     ``size`` grid covering :func:`field_mm` at the isocentre, centred on the film's centre;
-    outside the film is ``fill``. Returns ``(placed, covered)``: the ``(size, size)`` float32 image
-    and the boolean mask of the pixels filled mostly (more than half) from the film.
+    outside the film, and on its unexposed border (``exposed`` False:
+    :func:`~duolift_bundle.imaging.collimation.exposed_region`), is ``fill``. Returns
+    ``(placed, covered)``: the ``(size, size)`` float32 image and the boolean mask of the pixels
+    filled mostly (more than half) from the film's exposed part.
 
     Each output pixel is the area average of the film under it (exact sub-pixel overlaps, one
     separable linear map per axis), which is how the DRRs themselves are area-resampled from the
@@ -283,6 +290,7 @@ def place_on_detector(
     out_mm = field_mm(geometry) / size
     rows = _area_weights(image.shape[0], size, out_mm / spacing.row_mm)
     cols = _area_weights(image.shape[1], size, out_mm / spacing.col_mm)
-    on_film = np.outer(rows.sum(axis=1), cols.sum(axis=1))
-    placed = rows @ np.asarray(image, dtype=np.float64) @ cols.T + fill * (1.0 - on_film)
+    weight = np.ones(image.shape) if exposed is None else np.asarray(exposed, dtype=np.float64)
+    on_film = rows @ weight @ cols.T
+    placed = rows @ (np.asarray(image, dtype=np.float64) * weight) @ cols.T + fill * (1.0 - on_film)
     return placed.astype(np.float32), on_film > 0.5

@@ -26,10 +26,11 @@ class ProjectionConsistencyd(MapTransform):
     - ``"consistency"``: ``{"<view>_psnr", "<view>_ssim"}`` (:mod:`duolift_bundle.metrics.image`)
       and ``{"<view>_lung_dice", "<view>_body_dice"}``, the overlap of the lung fields and body
       outline found in the input with those found in the re-projection
-      (:func:`~duolift_bundle.imaging.radiograph_fields.radiograph_fields`);
-    - ``"quality_warnings"``: a list of sentences for the summary (no lung fields found in an
-      input or in the re-projection, when ``<view>_lung_dice`` is left out rather than reported
-      as 0; lung-field overlap below ``min_lung_dice``);
+      (:func:`~duolift_bundle.imaging.radiograph_fields.radiograph_fields`); a lung Dice that
+      cannot be measured (no lung fields in the input or the re-projection) is None, with
+      ``"<view>_lung_dice_reason"``, never 0;
+    - ``"quality_warnings"``: a list of sentences for the summary (no lung fields found, or an
+      overlap below ``min_lung_dice``);
     - ``"reprojection"`` ``(V, S, S)`` and ``"input_lung_fields"`` ``(V, S, S)`` for the figure.
     """
 
@@ -63,13 +64,16 @@ class ProjectionConsistencyd(MapTransform):
                 seen, made = radiograph_fields(xray[i].numpy()), radiograph_fields(reproj[i].numpy())
                 scores[f"{view}_body_dice"] = round(mask_dice(seen.body, made.body), 4)
                 fields.append(seen.lungs)
+                # no overlap to measure: null with the reason, never a Dice of 0
                 if not seen.found_lungs:
-                    warnings.append(
-                        f"{view}: no two lung fields found in the input; is it a chest radiograph of this view?"
-                    )
-                    continue
-                if not made.found_lungs:  # no overlap to measure: "not found", never a Dice of 0
-                    warnings.append(f"{view}: no two lung fields found in the reconstruction's re-projection")
+                    reason = "no two lung fields found in the input; is it a chest radiograph of this view?"
+                elif not made.found_lungs:
+                    reason = "no two lung fields found in the reconstruction's re-projection"
+                else:
+                    reason = None
+                if reason is not None:
+                    scores[f"{view}_lung_dice"], scores[f"{view}_lung_dice_reason"] = None, reason
+                    warnings.append(f"{view}: {reason}")
                     continue
                 scores[f"{view}_lung_dice"] = round(mask_dice(seen.lungs, made.lungs), 4)
                 if scores[f"{view}_lung_dice"] < self.min_lung_dice:

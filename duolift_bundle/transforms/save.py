@@ -129,7 +129,7 @@ class SaveInferenceFigured(MapTransform):
         views = VIEWS[: len(d[self.xray_key])]
         shown = ", ".join(
             f"{v} {scores[v + '_psnr']:.1f} dB"
-            + (f", lung Dice {scores[v + '_lung_dice']:.2f}" if v + "_lung_dice" in scores else "")
+            + (f", lung Dice {scores[v + '_lung_dice']:.2f}" if scores.get(v + "_lung_dice") is not None else "")
             for v in views
         )
         for key in self.key_iterator(d):

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import ROOT
+from PIL import Image
 
 requests = pytest.importorskip("requests")
 pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/setup_monailabel.sh)")
@@ -192,11 +193,14 @@ def test_a_ct_is_reconstructed_from_its_drrs_as_by_inferring(server, tmp_path):
         ("duolift_double_view", {}, "xray_frontal.nii.gz", 400, "no lateral"),
         ("duolift_single_view", {}, "notes.txt", 415, "not a file type the bundle reads"),
         ("no_such_model", {}, "xray_frontal.nii.gz", 404, "duolift_single_view"),
+        ("duolift_single_view", {}, "noise.png", 422, "refused by the quality gate"),
     ],
 )
 def test_errors_are_4xx_with_the_reason(server, files, model, query, upload, status, words):
     url, proc, _ = server
     (files / "notes.txt").write_text("not an image")
+    noise = (np.random.default_rng(0).random((300, 260)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(files / "noise.png")  # no chest film: the quality gate refuses it
     kwargs = {}
     if upload:
         kwargs["files"] = {"file": (upload, (files / upload).read_bytes())}

@@ -32,8 +32,10 @@ def test_a_volume_is_consistent_with_its_own_drrs(chest):
 
 def test_lungs_missing_from_the_reprojection_are_not_found_not_a_dice_of_zero(chest):
     """A reconstruction that is all air (a flat re-projection) while the film shows lungs: the lung
-    Dice is left out and the warning says where the lung fields were not found."""
+    Dice is null with its reason (never 0) and the warning says where the lung fields were not found."""
     ct, xray = chest
     out = ProjectionConsistencyd(protocol=PROTOCOL)({"pred": torch.zeros_like(ct), "xray": xray})
-    assert "frontal_lung_dice" not in out["consistency"] and "frontal_psnr" in out["consistency"]
+    scores = out["consistency"]
+    assert scores["frontal_lung_dice"] is None and "frontal_psnr" in scores
+    assert scores["frontal_lung_dice_reason"] == "no two lung fields found in the reconstruction's re-projection"
     assert any("re-projection" in w and w.startswith("frontal") for w in out["quality_warnings"])

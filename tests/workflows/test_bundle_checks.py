@@ -69,7 +69,7 @@ CONFIG_STACKS = {
     "ablation_masked_discriminator.yaml": ("train", "training", ["train.yaml"]),
     "ablation_cnn_masked_loss.yaml": ("train", "training", ["train.yaml", "train_cnn.yaml"]),
     "multi_gpu_train.yaml": ("train", "training", ["train.yaml"]),
-    "train_demo.yaml": ("train", "training", ["train.yaml", "train_cnn.yaml"]),
+    "train_phantom_only.yaml": ("train", "training", ["train.yaml", "train_cnn.yaml"]),
     "inference.yaml": ("infer", "inferring", []),
     "evaluate.yaml": ("infer", "evaluating", ["inference.yaml"]),
     "baseline_mean.yaml": ("infer", "evaluating", ["inference.yaml", "evaluate.yaml"]),
@@ -121,7 +121,7 @@ def test_configs_have_monai_workflow_properties(config, tmp_path):
         input_dir=str(sample_dir() / "normal001"),
         output_dir=str(tmp_path / "out"),
         ckpt_dir=str(tmp_path / "models"),
-        checkpoint_dir=str(tmp_path / "ckpt"),
+        resume_dir=str(tmp_path / "ckpt"),
         width=0.0625,
         size=128,
         lpips=False,
@@ -211,7 +211,7 @@ def test_phantom_only_model_matches_its_provenance():
     record, path = json.loads(PHANTOM_JSON.read_text()), ROOT / "models" / "phantom_cnn.pt"
     assert _sha256(path) == record["sha256"], "models/phantom_cnn.pt is not the recorded phantom-only model"
     parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "train_demo.yaml")])
+    parser.read_config([str(ROOT / "configs" / f) for f in ("train.yaml", "train_cnn.yaml", "train_phantom_only.yaml")])
     parser["bundle_root"] = "."
     for key, value in record["training"]["settings"].items():
         assert parser.get_parsed_content(key) == value, key
@@ -357,7 +357,7 @@ def test_single_view_config_reconstructs_one_frontal_radiograph_file(tmp_path):
 def test_quickstart_reconstructs_the_sample(tmp_path):
     """The README's first command (after set-up): both shipped models and the baselines on the
     sample, NIfTI, metrics and figures, the paths printed, and the metrics of the model card."""
-    out = tmp_path / "demo"
+    out = tmp_path / "quickstart"
     result = subprocess.run(
         [sys.executable, "scripts/quickstart.py", "--out", str(out)],
         cwd=ROOT,

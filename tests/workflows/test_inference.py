@@ -205,8 +205,9 @@ EVALUATE = "['configs/inference.yaml','configs/evaluate.yaml']"
 
 
 def small_model_args(model: Path) -> list[str]:
-    """The overrides that run the tiny test model (32^3, width 1/16) instead of a shipped one."""
-    return ["--ckpt_path", str(model), "--size", "32", "--width", "0.0625"]
+    """The overrides that run the tiny test model (32^3, width 1/16) instead of a shipped one; its
+    random weights reproduce no lung fields, so the quality gate is off (its own tests turn it on)."""
+    return ["--ckpt_path", str(model), "--size", "32", "--width", "0.0625", "--quality_gate", "False"]
 
 
 def bundle(run_id: str, config: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -269,7 +270,8 @@ def test_inference_runs_from_another_working_directory(prepared32, small_model, 
     shutil.copy(small_model, root / "models" / "model.pt")
     case = sorted(p for p in prepared32.iterdir() if p.name.startswith("phantom"))[0]
     result = bundle("inferring", str(ROOT / "configs" / "inference.yaml"), "--bundle_root", str(root), "--input_dir", str(case),
-                    "--size", "32", "--width", "0.0625", "--progress", "False", cwd=elsewhere)  # fmt: skip
+                    "--size", "32", "--width", "0.0625", "--quality_gate", "False", "--progress", "False",
+                    cwd=elsewhere)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert (root / "eval" / "inference" / case.name / "recon_hu.nii.gz").is_file()
     assert not list(elsewhere.iterdir())
@@ -555,39 +557,85 @@ def test_make_figure_script(tmp_path):
     assert bad.returncode != 0 and "differs from the target" in bad.stderr
 
 
+def _film_png(image: np.ndarray, path: Path, size: tuple[int, int] | None = None) -> None:
+    """``image`` scaled to its own range as an 8-bit greyscale file, resized to (width, height)."""
+    unit = (image - image.min()) / max(float(image.max() - image.min()), 1e-9)
+    film = Image.fromarray((unit * 255).round().astype(np.uint8), "L")
+    (film.resize(size, Image.BILINEAR) if size else film).save(path)
+
+
 @pytest.mark.slow
-def test_the_real_radiograph_through_the_single_view_model(tmp_path):
-    """pydicom-data's PA film (PixelSpacing 0, MONOCHROME1): one note about the spacing estimate,
-    the quality report, a figure, and lungs where the film's lung fields are."""
-    from duolift_bundle.datasets.sample import real_radiograph
+def test_the_single_view_model_gates_its_inputs_and_ignores_collimation(tmp_path):
+    """One batch through the shipped single-view model with the quality gate on (the default):
+
+    - pydicom-data's PA film (PixelSpacing 0, MONOCHROME1, a striped unexposed border along its
+      top) passes: one note about the spacing estimate, the quality report, a figure, and lungs
+      where the film's lung fields are; its counterpart without the border (the film cut below
+      its top 60 rows, by hand) gives re-projected lung fields within 0.05 Dice of it;
+    - the sample's frontal DRR passes, and so does that DRR inside a bright collimator frame, with
+      lung fields within 0.05 Dice of the unframed DRR's;
+    - a squashed JPEG, a stretched film and an inverted film fail the gate, a blank film the
+      reading, each with its reason in summary.json / failed.json, nothing written for them; the
+      run exits 1."""
+    from duolift_bundle.datasets.sample import real_radiograph, sample_dir
+    from duolift_bundle.inputs.radiograph_io import read_radiograph
     from scipy import ndimage
 
     try:
         film = real_radiograph()
     except FileNotFoundError as err:
         pytest.skip(str(err))
-    case = tmp_path / "in" / "rg1"
-    case.mkdir(parents=True)
-    shutil.copy(film, case / "frontal.dcm")
-    out = tmp_path / "out"
-    result = bundle(
-        "inferring",
-        "['configs/inference.yaml','configs/inference_single_view.yaml']",
-        "--input_dir",
-        str(case),
-        "--output_dir",
-        str(out),
-        "--progress",
-        "False",
+    inputs = tmp_path / "in"
+    for case in ("rg1", "rg1_cut", "drr", "drr_framed", "squashed", "stretched", "inverted", "blank"):
+        (inputs / case).mkdir(parents=True)
+    shutil.copy(film, inputs / "rg1" / "frontal.dcm")
+    image, _ = read_radiograph(str(film))  # dense tissue bright, as the bundle reads it
+    _film_png(image[60:], inputs / "rg1_cut" / "frontal.png")
+    drr_file = sample_dir(64) / "normal001" / "xray_frontal.nii.gz"
+    shutil.copy(drr_file, inputs / "drr" / "frontal.nii.gz")
+    drr_image = nib.load(drr_file)
+    framed = np.asarray(drr_image.dataobj, dtype=np.float32).copy()
+    framed[:6], framed[-6:], framed[:, :6], framed[:, -6:] = (framed.max(),) * 4
+    nib.save(nib.Nifti1Image(framed, drr_image.affine, drr_image.header), inputs / "drr_framed" / "frontal.nii.gz")
+    drr = np.asarray(drr_image.dataobj, dtype=np.float32)
+    Image.fromarray((drr * 255).round().astype(np.uint8), "L").resize((300, 200)).save(
+        inputs / "squashed" / "frontal.jpg"
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    (row,) = json.loads((out / "summary.json").read_text())["cases"]
+    _film_png(drr, inputs / "stretched" / "frontal.png", (480, 200))
+    _film_png(1.0 - drr, inputs / "inverted" / "frontal.png", (256, 256))
+    Image.new("L", (256, 256), 128).save(inputs / "blank" / "frontal.png")
+    out = tmp_path / "out"
+    result = bundle("inferring", "['configs/inference.yaml','configs/inference_single_view.yaml']",
+                    "--input_dir", str(inputs), "--output_dir", str(out), "--progress", "False")  # fmt: skip
+    assert result.returncode == 1, result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    refused = {
+        "squashed": "its sides are 1.50 : 1",
+        "stretched": "its sides are 2.40 : 1",
+        "inverted": "an inverted film",
+    }
+    assert sorted(summary["failed"]) == sorted([*refused, "blank"])
+    for case, words in refused.items():
+        assert "refused by the quality gate" in summary["failed"][case] and words in summary["failed"][case], case
+    assert "a constant image" in summary["failed"]["blank"]  # refused on reading, before the gate
+    assert not any((out / case).exists() for case in summary["failed"])
+    assert json.loads((out / "failed.json").read_text()) == summary["failed"]
+    rows = {row["case"]: row for row in summary["cases"]}
+    assert sorted(rows) == ["drr", "drr_framed", "rg1", "rg1_cut"]
+    assert rows["drr_framed"]["inputs"]["frontal"]["unexposed_border_px"] == {
+        "top": 6,
+        "bottom": 6,
+        "left": 6,
+        "right": 6,
+    }
+    for case, counterpart in (("rg1", "rg1_cut"), ("drr_framed", "drr")):
+        assert rows[case]["frontal_lung_dice"] == pytest.approx(rows[counterpart]["frontal_lung_dice"], abs=0.05), case
+    row = rows["rg1"]
     info = row["inputs"]["frontal"]
     assert info["spacing_estimated"] and info["spacing_source"] == "estimate: lung field width"
     assert 0.1 < info["pixel_mm"][0] < 0.3  # a chest film's pixel, not the network's 4.5 mm
-    assert [w for w in row["warnings"] if "no usable pixel size" in w] and (result.stdout + result.stderr).count(
-        "estimated"
-    ) == 1
+    assert info["unexposed_border_px"]["top"] > 0
+    assert [w for w in row["warnings"] if "no usable pixel size" in w]
     assert row["frontal_lung_dice"] > 0.7 and row["frontal_body_dice"] > 0.8
     assert info["histogram_distance"] > 0.16 and [
         w for w in row["warnings"] if "far from the training DRRs" in w

@@ -17,8 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from duolift_bundle.inputs.radiograph import REQUEST_SETTINGS
-from duolift_bundle.serving import Reconstructor, ServingError, stage_case
+from duolift_bundle.serving import REQUEST_SETTINGS, Reconstructor, ServingError, stage_case
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
