@@ -8,7 +8,7 @@ case and returns the reconstruction's file and its summary row: the same volume,
 report as ``python -m monai.bundle run inferring`` writes for that case. Nothing here preprocesses
 or post-processes on its own.
 
-:func:`stage_case` turns the files a client sent into the case layout inference reads (README,
+:func:`stage_case` turns the files a client sent into the case layout inference reads (docs/guide.md,
 "Inference"): one radiograph -> ``<case>/frontal<suffix>``; files whose names say their view
 (``frontal*`` / ``lateral*``, or ``xray_frontal*`` / ``xray_lateral*`` as a prepared case holds
 them: :func:`~duolift_bundle.inputs.radiograph_io.view_of_name`, the rule of ``run inferring`` too) ->
@@ -53,7 +53,7 @@ __all__ = [
 
 #: the reconstruction in HU that ``SaveReconstructiond`` writes into ``<output_dir>/<case>/``
 RECON_FILE = "recon_hu.nii.gz"
-#: inference.yaml's radiograph settings that one request may set for itself (README, "Real radiographs")
+#: inference.yaml's radiograph settings that one request may set for itself (docs/guide.md, "Real radiographs")
 
 
 #: the inference settings a request may set for itself: the radiograph settings and the quality gate

@@ -1,4 +1,4 @@
-"""MONAI Label app serving the bundle's shipped models (README, "MONAI Label").
+"""MONAI Label app serving the bundle's shipped models (docs/guide.md, "MONAI Label").
 
     monailabel start_server --app monailabel_app --studies <folder> --conf models all
 

@@ -11,7 +11,8 @@
 - ``duolift_bundle/``: the code the configs import, with its embedded sample (the zoo puts the
   bundle folder on ``sys.path``; nothing is pip-installed there);
 - ``docs/README.md``: the model card with the zoo template's sections (Authors, Tags, System
-  Configuration, ...), ``docs/data_license.txt``, the figures the card shows, ``LICENSE``;
+  Configuration, ...), the reference guide ``docs/guide.md``, ``docs/data_license.txt``, the
+  figures the card shows, ``LICENSE``;
 - ``ci/unit_tests/test_<name>.py``: a unit test in the zoo's style.
 
 The copy is written into a temporary folder beside ``DIR`` and renamed at the end, so an
@@ -145,6 +146,7 @@ def export(out: str, name: str = NAME, bundle_root: str | Path = ROOT) -> Path:
         card = _card(meta, root)
         (tmp / "docs" / "README.md").write_text(card)
         shutil.copy2(root / "docs" / "data_license.txt", tmp / "docs" / "data_license.txt")
+        shutil.copy2(root / "docs" / "guide.md", tmp / "docs" / "guide.md")  # the card refers to it
         for figure in sorted((root / "docs" / "figures").glob("*.png")):
             if f"figures/{figure.name}" in card:
                 shutil.copy2(figure, tmp / "docs" / "figures" / figure.name)

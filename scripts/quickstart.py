@@ -102,7 +102,7 @@ def table(results: dict[str, dict[str, dict]]) -> str:
 
 def main(out: str = "quickstart", lpips: bool = False) -> None:
     """Run every method on the embedded sample into ``out``; print the table and the paths.
-    ``lpips=True`` needs the torchvision VGG16 weights (see README, "Evaluation")."""
+    ``lpips=True`` needs the torchvision VGG16 weights (see docs/guide.md, "Evaluation")."""
     import nibabel as nib
     from duolift_bundle.viz import comparison_figure
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -344,7 +345,13 @@ def load_ct(
         )
     else:
         _check_file_header(path)
-    loader = LoadImage(reader=_reader_for(path, chosen), image_only=True, ensure_channel_first=True, dtype=np.float32)
+    with warnings.catch_warnings():
+        # LoadImage registers every MONAI reader, and the GPU DICOM one warns that its optional
+        # decoder (nvImageCodec, not installed with the bundle) is absent: nothing a user can act on
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+        loader = LoadImage(
+            reader=_reader_for(path, chosen), image_only=True, ensure_channel_first=True, dtype=np.float32
+        )
     try:
         img = loader(path)
     except CTInputError:

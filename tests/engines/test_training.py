@@ -230,6 +230,19 @@ def test_a_run_without_data_gives_the_commands_that_make_it(tmp_path):
     assert "datalist not found" in last and "make_phantoms.py" in last and "--dataset_dir" in last
 
 
+def test_the_promised_entry_point_without_data_points_to_the_cpu_section(tmp_path):
+    """`python -m monai.bundle run training --config_file configs/train.yaml`, no other argument,
+    in a bundle folder without data: the last line gives the commands and the README section."""
+    for name in ("configs", "duolift_bundle", "models"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.yaml"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "data/phantoms/datalist.json: datalist not found" in last and "--dataset_dir" in last
+    assert 'README, "Train a small model on a CPU in minutes"' in last and "Iter:" not in result.stderr
+
+
 @pytest.mark.parametrize("replace", [False, True])
 def test_shipped_weights_are_never_overwritten_by_accident(phantoms32, tmp_path, replace):
     """A --ckpt_dir holding a copy of a shipped model (its hash is recorded in docs/) stops the

@@ -43,14 +43,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`monailabel start_server --app ... --studies ... --conf ...` with the environment's bin/ on
-    PATH (an activated venv), on a copy of the app (the server writes logs/ and model/ into it)."""
+    """`bash scripts/monailabel_server.sh --studies ... --conf ... --host 127.0.0.1`, as the README
+    shows it (no activated venv), on a copy of the app (the server writes logs/ and model/ into it)."""
     root = tmp_path_factory.mktemp("monailabel")
     shutil.copytree(ROOT / "monailabel_app", root / "app", ignore=shutil.ignore_patterns("__pycache__"))
     port = _free_port()
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    env["MONAI_LABEL_SESSION_PATH"] = str(root / "sessions")
-    command = ["monailabel", "start_server", "--app", str(root / "app"), "--studies", str(root / "studies")]
+    env = dict(os.environ, DUOLIFT_APP=str(root / "app"), MONAI_LABEL_SESSION_PATH=str(root / "sessions"))
+    command = ["bash", str(ROOT / "scripts" / "monailabel_server.sh"), "--studies", str(root / "studies")]
     command += ["--conf", "models", "all", "--conf", "bundle_root", str(ROOT), "--host", "127.0.0.1"]
     command += ["--port", str(port)]
     log = open(root / "server.log", "w")
@@ -177,13 +176,19 @@ def test_a_real_single_film_matches_inferring(server, files, tmp_path):
 
 
 def test_a_ct_is_reconstructed_from_its_drrs_as_by_inferring(server, tmp_path):
+    """The sample's CT in HU (its prepared ct.nii.gz holds the [0, 1] scale; HU = x * 2500 - 1024)."""
     url, _, _ = server
-    with open(SAMPLE / "ct.nii.gz", "rb") as f:
+    unit = nib.load(SAMPLE / "ct.nii.gz")
+    (tmp_path / "src").mkdir()
+    ct = tmp_path / "src" / "ct.nii.gz"
+    nib.save(nib.Nifti1Image((unit.get_fdata() * 2500.0 - 1024.0).astype(np.float32), unit.affine), ct)
+    with open(ct, "rb") as f:
         response = requests.post(f"{url}/infer/duolift_double_view", files={"file": ("ct.nii.gz", f)}, timeout=600)
     assert response.status_code == 200, response.text
     report, served = _parts(response)
     assert report["kind"] == "ct" and "frontal_psnr" in report and "lateral_body_dice" in report
-    _check_same(served, _inferring("double_view", [SAMPLE / "ct.nii.gz"], tmp_path), tmp_path)
+    assert report["frontal_lung_dice"] > 0.8  # its DRRs and their re-projection: two lung fields, in place
+    _check_same(served, _inferring("double_view", [ct], tmp_path), tmp_path)
 
 
 @pytest.mark.parametrize(

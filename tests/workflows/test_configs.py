@@ -243,24 +243,21 @@ def test_bundle_configs_define_the_monai_ids(config, run_id, ids):
 def test_train_config_reads_x2ct_hdf5_folders(tmp_path):
     """data_format x2ct: the training / validation datasets come from X2CT-GAN's HDF5 layout,
     split by names files like their train.txt."""
-    from duolift_bundle.datasets.prepare import prepare
-    from duolift_bundle.geometry import Protocol
+    import nibabel as nib
+    from duolift_bundle.inputs.x2ct_h5 import write_x2ct_h5
     from duolift_bundle.synthetic.phantoms import make_phantom_set
 
-    make_phantom_set(tmp_path, n=3, size=32, seed=60, progress=False)
-    prepare(
-        str(tmp_path / "raw"),
-        tmp_path,
-        Protocol.build(32, lazy=True),
-        formats=("nifti", "x2ct-h5"),
-        overwrite=True,
-        progress=False,
-    )
+    make_phantom_set(tmp_path / "prepared", n=3, size=32, seed=60, progress=False)
+    for case in ("phantom_0060", "phantom_0061", "phantom_0062"):  # X2CT's layout of the prepared cases
+        folder = tmp_path / "prepared" / case
+        ct = nib.load(folder / "ct.nii.gz").get_fdata()
+        xray = np.stack([nib.load(folder / f"xray_{v}.nii.gz").get_fdata() for v in ("frontal", "lateral")])
+        write_x2ct_h5(tmp_path / "x2ct" / case / "ct_xray_data.h5", ct, xray)
     (tmp_path / "train.txt").write_text("phantom_0060\nphantom_0061\n")
     (tmp_path / "val.txt").write_text("phantom_0062\n")
     parser = parse(
         data_format="x2ct",
-        x2ct_root=str(tmp_path),
+        x2ct_root=str(tmp_path / "x2ct"),
         x2ct_train_names=str(tmp_path / "train.txt"),
         x2ct_val_names=str(tmp_path / "val.txt"),
     )

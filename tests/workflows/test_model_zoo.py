@@ -53,6 +53,7 @@ def test_export_layout_and_refusal(zoo):
         "LICENSE",
         "docs/README.md",
         "docs/data_license.txt",
+        "docs/guide.md",
         f"ci/unit_tests/test_{NAME}.py",
     ):
         assert (bundle / path).is_file(), path
