@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+import zipfile
 from collections import Counter
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -35,6 +36,8 @@ __all__ = [
     "EpochSeedHandler",
     "TimeBudget",
     "latest_checkpoint",
+    "resume_checkpoint",
+    "RESUME_MODES",
     "CHECKPOINT_FILENAME_PATTERN",
     "epoch_of",
     "is_main_process",
@@ -62,19 +65,69 @@ def epoch_of(engine: Engine, event: Any = None) -> int:
     return int(engine.state.epoch)
 
 
-def latest_checkpoint(ckpt_dir: str) -> str:
-    """Path of the newest full checkpoint (highest epoch) in ``ckpt_dir``; a clear error if none."""
+def _complete(path: str) -> bool:
+    """True for a checkpoint file written to its end: ``torch.save``'s zip archive opens and every
+    member's CRC matches (a file cut short by a killed copy or a full disk does not)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _complete_checkpoints(ckpt_dir: str) -> list[str]:
+    """The full checkpoints of ``ckpt_dir``, newest first, leaving out (with a warning) any file
+    that is not complete."""
     found = []
     for path in glob.glob(os.path.join(glob.escape(str(ckpt_dir)), "checkpoint_epoch=*.pt")):
         m = _CHECKPOINT_RE.search(os.path.basename(path))
         if m:
             found.append((int(m.group(1)), path))
-    if not found:
+    complete = []
+    for _, path in sorted(found, reverse=True):
+        if _complete(path):
+            complete.append(path)
+        else:
+            logger.warning("%s: an incomplete checkpoint (cut short while written?); not resumed from", path)
+    return complete
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """Path of the newest complete full checkpoint (highest epoch) in ``ckpt_dir``; a clear error
+    if none. A newest file that is not complete is passed over, with a warning, for the one before."""
+    complete = _complete_checkpoints(ckpt_dir)
+    if not complete:
         raise MissingFileError(
             f"--resume: no full checkpoint (checkpoint_epoch=NNNN.pt) in {os.path.abspath(ckpt_dir)}; "
-            "start without --resume, or point --output_dir (or --resume_dir) at the run to continue"
+            "start without --resume (or with --resume auto), or point --output_dir (or --resume_dir) at the run "
+            "to continue"
         )
-    return max(found)[1]
+    return complete[0]
+
+
+#: the values of ``--resume``: no, yes (a checkpoint must be there), or whichever applies
+RESUME_MODES = (False, True, "auto")
+
+
+def resume_checkpoint(resume: bool | str, ckpt_dir: str) -> Optional[str]:
+    """The full checkpoint a run continues from (``train.yaml``'s ``resume``): None for
+    ``resume=False``; the newest complete one for ``True`` (an error when there is none); for
+    ``"auto"`` the newest complete one, or None with a warning when there is none yet, so that one
+    job script serves the first start of a preemptible job and every restart."""
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        resume = resume.lower() == "true"
+    if resume not in RESUME_MODES:
+        raise ConfigError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    if resume is False:
+        return None
+    if resume is True:
+        return latest_checkpoint(ckpt_dir)
+    complete = _complete_checkpoints(ckpt_dir)
+    if not complete:
+        logger.warning("--resume auto: no full checkpoint in %s yet; training starts fresh", os.path.abspath(ckpt_dir))
+        return None
+    logger.info("--resume auto: continuing from %s", complete[0])
+    return complete[0]
 
 
 class BestModelSaver:

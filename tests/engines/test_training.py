@@ -175,6 +175,23 @@ def test_resume_without_checkpoint_is_a_clear_error(phantoms32, tmp_path):
     assert "no full checkpoint" in result.stderr and str(tmp_path / "none") in result.stderr
 
 
+def test_resume_auto_without_checkpoint_trains_from_scratch_with_a_warning(phantoms32, tmp_path):
+    """--resume auto: the first start of a preemptible job (nothing to resume yet) trains from
+    scratch, saying so; the same command later continues from its checkpoint."""
+    out = tmp_path / "auto"
+    first = run_training(CNN, phantoms32, out, "--max_epochs", "1", "--resume", "auto")
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    assert "--resume auto: no full checkpoint" in log and "training starts fresh" in log
+    assert (out / "checkpoints" / "checkpoint_epoch=0001.pt").is_file()
+    again = run_training(CNN, phantoms32, out, "--max_epochs", "2", "--resume", "auto")
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "--resume auto: continuing from" in log and "checkpoint_epoch=0001.pt" in log
+    per_epoch = load_checkpoint(out / "checkpoints" / "checkpoint_epoch=0001.pt")["trainer"]["iteration"]
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_epoch=0002.pt")["trainer"]["iteration"] == 2 * per_epoch
+
+
 @pytest.mark.slow
 def test_torchrun_gloo_two_ranks_keep_identical_weights(phantoms32, tmp_path):
     out = tmp_path / "ddp"
