@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from duolift_bundle.constants import CT_KEY, LUNG_MASK_KEY, XRAY_KEY, view_names
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.imaging.lung_mask import LungMaskd
-from duolift_bundle.inputs.ct_io import LoadCTd
+from duolift_bundle.inputs.ct_io import LoadCTd, without_decoder_notice
 from duolift_bundle.transforms.contract import CheckContractd
 from duolift_bundle.transforms.ct_protocol import ct_protocol
 from duolift_bundle.transforms.drr import DRRd
@@ -40,7 +40,8 @@ def raw_ct_chain(protocol: Protocol | None = None, views: int = 2, label_keys: S
     label_keys = list(label_keys)
     steps = [LoadCTd(CT_KEY)]
     if label_keys:
-        steps.append(LoadImaged(label_keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True))
+        with without_decoder_notice():
+            steps.append(LoadImaged(label_keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True))
     steps.append(ct_protocol(CT_KEY, label_keys, p.ct))
     steps += [
         DRRd(CT_KEY, XRAY_KEY, views=names, protocol=p),

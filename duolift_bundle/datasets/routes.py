@@ -29,6 +29,7 @@ from duolift_bundle.datasets.splits import SPLITS, assign_splits
 from duolift_bundle.errors import ConfigError, MissingFileError, MissingKeyError
 from duolift_bundle.geometry import CTProtocol, Protocol
 from duolift_bundle.imaging.lung_mask import LungMaskd
+from duolift_bundle.inputs.ct_io import without_decoder_notice
 from duolift_bundle.inputs.discovery import discover_cases
 from duolift_bundle.inputs.x2ct_h5 import LoadX2CTH5d, find_x2ct_cases
 from duolift_bundle.io_utils import read_json
@@ -107,9 +108,11 @@ def prepared_transforms(views: int = 2, size: int = CTProtocol.size, extra_keys:
     """Load a prepared case: NIfTI files -> contract tensors (``xray`` = concatenated views)."""
     xk = xray_keys(views)
     image_keys = [CT_KEY, LUNG_MASK_KEY, *xk, *extra_keys]
+    with without_decoder_notice():
+        load = LoadImaged(image_keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True)
     return Compose(
         [
-            LoadImaged(image_keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True),
+            load,
             ConcatItemsd(xk, XRAY_KEY, dim=0),
             DeleteItemsd(xk),
             EnsureTyped([CT_KEY, XRAY_KEY], dtype=torch.float32),
@@ -217,13 +220,15 @@ def make_dataset(
     ``raw`` runs the raw chain on ``raw_source`` (cached in ``raw_cache_dir`` when given),
     ``x2ct`` reads X2CT-GAN's HDF5 folders under ``x2ct_root`` listed in ``x2ct_names_file``
     (their train.txt / test.txt; or a mapping split -> names file). Sizes come from
-    ``protocol``. ``split=None`` takes every case (``run preparing``).
+    ``protocol``. ``split=None`` or ``"all"`` takes every case (``run preparing``, ``--split all``).
 
     ``augmentation`` (a mapping of :func:`~duolift_bundle.datasets.augmentation.drr_augmentation`'s
     ranges; ``{}`` for the defaults, ``None`` for none) makes the ``training`` split an
     :class:`~duolift_bundle.datasets.augmentation.AugmentedDataset`: every epoch each CT is augmented
     and its X-rays simulated again (on ``device``). Other splits are never augmented."""
     protocol = protocol or Protocol()
+    if split == "all":  # what a command line can say for every split (None cannot be passed there)
+        split = None
     if augmentation is not None and split == "training":
         from duolift_bundle.datasets.augmentation import AugmentedDataset, drr_augmentation
 

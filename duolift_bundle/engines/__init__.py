@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from duolift_bundle.engines.batches import prepare_inference_batch, prepare_xray_batch
 from duolift_bundle.engines.case_failures import CaseGuard, CaseTolerantEvaluator, collate_cases, exit_if_failed
-from duolift_bundle.engines.config_checks import check_datasets, check_overrides, check_training_settings
+from duolift_bundle.engines.config_checks import (
+    check_datasets,
+    check_evaluation_set,
+    check_overrides,
+    check_training_settings,
+)
 from duolift_bundle.engines.handlers import (
     CHECKPOINT_FILENAME_PATTERN,
     BestModelSaver,
@@ -40,6 +45,7 @@ __all__ = [
     "check_overrides",
     "check_training_settings",
     "check_datasets",
+    "check_evaluation_set",
     "loss_terms",
 ]
 

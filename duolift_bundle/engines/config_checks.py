@@ -17,7 +17,7 @@ from duolift_bundle.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_training_settings", "check_overrides", "check_datasets"]
+__all__ = ["check_training_settings", "check_overrides", "check_datasets", "check_evaluation_set"]
 
 
 def _run_args() -> set[str]:
@@ -146,4 +146,15 @@ def check_datasets(train: Sized, validation: Optional[Sized], source: str) -> bo
         )
     if n_val == 0:
         logger.warning("%s: the validation split is empty (%s): the last epoch's weights will be kept", source, counts)
+    return True
+
+
+def check_evaluation_set(dataset: Sized, source: str, split: str) -> bool:
+    """Stop an evaluation that would score nothing (the chosen split holds no case) before it
+    starts, naming the data source and the split; MONAI's evaluator would skip the run and exit 0."""
+    if len(dataset) == 0:
+        raise ConfigError(
+            f"{source}: the {split!r} split holds no case; nothing to evaluate. --split all evaluates every "
+            "case (or --split training / validation)"
+        )
     return True

@@ -10,10 +10,11 @@ modalities, truncated files), with errors that name the file and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import nibabel as nib
@@ -34,6 +35,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "ITK_SUFFIXES",
     "is_volume_file",
+    "without_decoder_notice",
     "file_suffix",
     "is_3d_volume",
     "is_dicom_file",
@@ -69,6 +71,17 @@ class DicomSeries:
 
     def label(self) -> str:
         return f"series {self.number or '?'} '{self.description}' ({self.modality}, {self.n_slices} files, UID {self.series_uid})"
+
+
+@contextlib.contextmanager
+def without_decoder_notice() -> Iterator[None]:
+    """Build MONAI image loaders in here: ``LoadImage`` / ``LoadImaged`` register every MONAI
+    reader, and the GPU DICOM one warns that its optional decoder (nvImageCodec, not installed with
+    the bundle) is absent, a notice no user can act on (its logger's is set to errors only in
+    ``configs/logging.conf``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+        yield
 
 
 def is_volume_file(path: str | os.PathLike) -> bool:
@@ -345,10 +358,7 @@ def load_ct(
         )
     else:
         _check_file_header(path)
-    with warnings.catch_warnings():
-        # LoadImage registers every MONAI reader, and the GPU DICOM one warns that its optional
-        # decoder (nvImageCodec, not installed with the bundle) is absent: nothing a user can act on
-        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+    with without_decoder_notice():
         loader = LoadImage(
             reader=_reader_for(path, chosen), image_only=True, ensure_channel_first=True, dtype=np.float32
         )

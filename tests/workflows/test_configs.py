@@ -338,3 +338,15 @@ def test_one_hu_window_reaches_every_consumer(tmp_path):
     dice.lung = dice.vessel = Recorder()
     dice(item)
     assert seen == pytest.approx([_window_hu(0.5), _window_hu(0.0)] * 2)
+
+
+def test_an_evaluation_of_an_empty_split_stops_naming_it(tmp_path):
+    """evaluate.yaml checks its dataset before the run (MONAI's evaluator would skip it and exit 0):
+    an empty split is a ConfigError naming the source and the split and saying how to take all."""
+    from duolift_bundle.engines import check_evaluation_set
+
+    with pytest.raises(ConfigError, match=r"data/x/datalist.json: the 'test' split holds no case.*--split all"):
+        check_evaluation_set([], "data/x/datalist.json", "test")
+    assert check_evaluation_set([{"case": "a"}], "data/x/datalist.json", "test")
+    evaluate = _parse(["inference.yaml", "evaluate.yaml"], output_dir=str(tmp_path))
+    assert any("check_evaluation_set(@dataset" in step for step in evaluate["initialize"])
