@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from duolift_bundle.errors import ConfigError
@@ -43,6 +43,8 @@ __all__ = [
     "Protocol",
     "MU_WATER",
     "AIR_HU",
+    "INPUT_RANGES",
+    "voxel_spacing",
     "Z_ANCHORS",
     "DRR_NORMALIZE",
 ]
@@ -51,6 +53,8 @@ __all__ = [
 AIR_HU: float = -1024.0
 #: Linear attenuation of water in 1/mm (about 70 keV effective energy).
 MU_WATER: float = 0.02
+#: the scales a CT reaches a step in: the data contract's [0, 1] (``"unit"``) or HU
+INPUT_RANGES = ("unit", "hu")
 #: Where a scan longer than the crop is cut along z (see :class:`CTProtocol`).
 Z_ANCHORS = ("superior", "center")
 #: DRR intensity scalings (see :class:`DRRSettings`).
@@ -70,6 +74,22 @@ def grid_affine(size: int, fov_mm: float) -> np.ndarray:
     aff[:3, 3] = c * s
     aff[3, 3] = 1.0
     return aff
+
+
+def voxel_spacing(
+    image: Any, given: Sequence[float] | None = None, fallback: float | None = None, who: str = "this step"
+) -> tuple[float, float, float]:
+    """The voxel size in mm of a volume a step works on: ``given`` when the step was told it, else
+    the image's own (a MetaTensor's ``pixdim``), else ``fallback`` (a protocol's ``voxel_mm``);
+    a ConfigError naming ``who`` when none of the three is there."""
+    if given is not None:
+        return tuple(float(s) for s in given)  # type: ignore[return-value]
+    pixdim = getattr(image, "pixdim", None)  # a MetaTensor (no MONAI import on this floor)
+    if pixdim is not None:
+        return tuple(float(s) for s in pixdim[:3])  # type: ignore[return-value]
+    if fallback is not None:
+        return (float(fallback),) * 3
+    raise ConfigError(f"{who} needs the voxel size: pass `spacing` or give a MetaTensor with an affine")
 
 
 @dataclass(frozen=True)
@@ -162,6 +182,17 @@ class CTProtocol:
         """The inverse of :meth:`to_unit`."""
         lo, hi = self.hu_window
         return unit * (hi - lo) + lo
+
+    @staticmethod
+    def check_input_range(input_range: str) -> str:
+        """The one check of a step's ``input_range`` (:data:`INPUT_RANGES`)."""
+        if input_range not in INPUT_RANGES:
+            raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
+        return input_range
+
+    def as_hu(self, volume: Any, input_range: str) -> Any:
+        """``volume`` in HU: mapped back from [0, 1] (``"unit"``) or taken as it is (``"hu"``)."""
+        return self.to_hu(volume) if input_range == "unit" else volume
 
     @property
     def fov_mm(self) -> float:

@@ -7,6 +7,7 @@ U-Net++ cannot pool four times) would fail much later, deep inside a forward pas
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Optional, Sequence, Sized
@@ -20,7 +21,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["check_training_settings", "check_overrides", "check_datasets", "check_evaluation_set"]
 
 
-def _run_args() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _run_args() -> frozenset[str]:
     """The named arguments of MONAI's bundle commands (``run``, ``ConfigWorkflow``,
     ``verify_net_in_out``, ``ckpt_export``): command-line keys that are not config ids. Read from
     their signatures, plus ``workflow_name``, which ``run`` takes out of its ``**override``."""
@@ -33,7 +35,7 @@ def _run_args() -> set[str]:
         for param in inspect.signature(command).parameters.values():
             if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) and param.name != "self":
                 named.add(param.name)
-    return named
+    return frozenset(named)
 
 
 def check_training_settings(

@@ -25,7 +25,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from duolift_bundle.errors import ConfigError, ShapeError
-from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.geometry import CTProtocol, voxel_spacing
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
@@ -171,16 +171,9 @@ def classical_lung_mask(
     return fill_holes_per_slice(lungs).astype(np.uint8)
 
 
-def _hu_of(img: torch.Tensor | np.ndarray, input_range: str, protocol: CTProtocol) -> np.ndarray:
+def _array(img: torch.Tensor | np.ndarray) -> np.ndarray:
     arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-    arr = arr.astype(np.float32)
-    return protocol.to_hu(arr) if input_range == "unit" else arr
-
-
-def _spacing(img, default: Sequence[float]) -> tuple[float, ...]:
-    if isinstance(img, MetaTensor):
-        return tuple(float(s) for s in img.pixdim[:3])
-    return tuple(float(s) for s in default)
+    return arr.astype(np.float32)
 
 
 class LungMaskd(MapTransform):
@@ -204,10 +197,8 @@ class LungMaskd(MapTransform):
         **kwargs,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if input_range not in ("unit", "hu"):
-            raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
         self.output_key = output_key
-        self.input_range = input_range
+        self.input_range = CTProtocol.check_input_range(input_range)
         self.protocol = protocol or CTProtocol()
         self.kwargs = kwargs
 
@@ -218,8 +209,8 @@ class LungMaskd(MapTransform):
             if img.ndim != 4 or img.shape[0] != 1:
                 raise ShapeError(f"LungMaskd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
             mask = classical_lung_mask(
-                _hu_of(img[0], self.input_range, self.protocol),
-                _spacing(img, (self.protocol.voxel_mm,) * 3),
+                self.protocol.as_hu(_array(img[0]), self.input_range),
+                voxel_spacing(img, fallback=self.protocol.voxel_mm),
                 **self.kwargs,
             )
             out = torch.from_numpy(mask[None])

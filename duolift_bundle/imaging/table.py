@@ -37,8 +37,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from duolift_bundle.errors import ConfigError
-from duolift_bundle.geometry import AIR_HU, CTProtocol, TableRemoval
+from duolift_bundle.geometry import AIR_HU, CTProtocol, TableRemoval, voxel_spacing
 from duolift_bundle.imaging.lung_mask import ball, body_mask, in_plane_border_labels
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -175,19 +174,10 @@ class RemoveTabled(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if input_range not in ("unit", "hu"):
-            raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
-        self.input_range = input_range
+        self.input_range = CTProtocol.check_input_range(input_range)
         self.protocol = protocol or CTProtocol()
         self.settings = self.protocol.table_removal
         self.spacing = None if spacing is None else tuple(float(v) for v in spacing)
-
-    def _spacing(self, img) -> tuple[float, ...]:
-        if self.spacing is not None:
-            return self.spacing
-        if isinstance(img, MetaTensor):
-            return tuple(float(v) for v in img.pixdim[:3])
-        raise ConfigError("RemoveTabled needs the voxel size: pass `spacing` or give a MetaTensor with an affine")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -195,8 +185,8 @@ class RemoveTabled(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             arr = img[0].detach().cpu().numpy().astype(np.float32)
-            hu = self.protocol.to_hu(arr) if self.input_range == "unit" else arr
-            keep, report = remove_table(hu, self._spacing(img), self.settings)
+            hu = self.protocol.as_hu(arr, self.input_range)
+            keep, report = remove_table(hu, voxel_spacing(img, self.spacing, who="RemoveTabled"), self.settings)
             if report.reason:
                 source = img.meta.get("filename_or_obj", key) if isinstance(img, MetaTensor) else key
                 logger.warning("%s: %s", source, report.reason)

@@ -141,7 +141,8 @@ def load_radiograph(
     exposed = exposed_region(image)  # the collimator's unexposed border counts as no film
     border = _border(exposed)
     # the value that scales to 0 fills the field where there is no film (air, as in a DRR)
-    lo = min(float(image[exposed].min()), 0.0) if settings.normalize == "max" else float(image[exposed].min())
+    darkest = float(image[exposed].min())
+    lo = min(darkest, 0.0) if settings.normalize == "max" else darkest
     info: dict[str, Any] = {"file": path, "flips": [a for a, f in (("rows", flip_rows), ("columns", flip_cols)) if f]}
     if any(border.values()):
         info["unexposed_border_px"] = border

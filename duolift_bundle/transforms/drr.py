@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from duolift_bundle.constants import VIEWS
 from duolift_bundle.errors import ConfigError, ShapeError
-from duolift_bundle.geometry import MU_WATER, DRRGeometry, Protocol
+from duolift_bundle.geometry import MU_WATER, CTProtocol, DRRGeometry, Protocol, voxel_spacing
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
@@ -254,15 +254,13 @@ class DRRProjector(torch.nn.Module):
                 raise ConfigError(f"Unknown DRR view {v!r}; expected a subset of {VIEWS}")
         if not self.views:
             raise ConfigError("DRRProjector needs at least one view")
-        if input_range not in ("unit", "hu"):
-            raise ConfigError(f"input_range must be 'unit' or 'hu', got {input_range!r}")
-        self.input_range = input_range
+        self.input_range = CTProtocol.check_input_range(input_range)
         self.settings = self.protocol.drr
         self.geometry = self.settings.geometry
         self.spacing = (self.protocol.ct.voxel_mm,) * 3
 
     def attenuation(self, ct: torch.Tensor) -> torch.Tensor:
-        hu = self.protocol.ct.to_hu(ct) if self.input_range == "unit" else ct
+        hu = self.protocol.ct.as_hu(ct, self.input_range)
         return hu_to_mu(hu, self.settings.mu_water)
 
     def forward(self, ct: torch.Tensor, spacing: Sequence[float] | None = None) -> torch.Tensor:
@@ -290,14 +288,6 @@ class DRRProjector(torch.nn.Module):
         if self.settings.normalize == "fixed":
             return torch.clamp(img / self.settings.max_value, 0.0, 1.0)
         return img
-
-
-def _spacing_of(img: torch.Tensor, default: Sequence[float] | None) -> tuple[float, float, float]:
-    if default is not None:
-        return tuple(float(s) for s in default)  # type: ignore[return-value]
-    if isinstance(img, MetaTensor):
-        return tuple(float(s) for s in img.pixdim[:3])  # type: ignore[return-value]
-    raise ConfigError("DRRd needs the voxel spacing: pass `spacing` or give a MetaTensor with an affine")
 
 
 class DRRd(MapTransform):
@@ -330,7 +320,7 @@ class DRRd(MapTransform):
             img = d[key]
             if img.ndim != 4 or img.shape[0] != 1:
                 raise ShapeError(f"DRRd expects '{key}' of shape (1, D, H, W), got {tuple(img.shape)}")
-            spacing = _spacing_of(img, self.spacing)
+            spacing = voxel_spacing(img, self.spacing, who="DRRd")
             vol = torch.as_tensor(img.as_tensor() if isinstance(img, MetaTensor) else img, dtype=torch.float32)
             if self.device is not None:
                 vol = vol.to(self.device)

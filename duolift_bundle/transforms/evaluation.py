@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from duolift_bundle.constants import CT_KEY, PRED_KEY
 from duolift_bundle.errors import ConfigError
-from duolift_bundle.geometry import CTProtocol
+from duolift_bundle.geometry import CTProtocol, voxel_spacing
 from duolift_bundle.metrics import image as im
 from duolift_bundle.metrics.anatomy import anatomical_dice
-from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 __all__ = ["ImageMetricsd", "AnatomicalDiced"]
@@ -27,12 +26,6 @@ __all__ = ["ImageMetricsd", "AnatomicalDiced"]
 def _volume(x: Any) -> np.ndarray:
     a = np.asarray(torch.as_tensor(x).detach().cpu().float())
     return a[0] if a.ndim == 4 else a
-
-
-def _spacing_of(x: Any, protocol: CTProtocol) -> tuple[float, float, float]:
-    if isinstance(x, MetaTensor):
-        return tuple(float(s) for s in x.pixdim[:3])  # type: ignore[return-value]
-    return (protocol.voxel_mm,) * 3
 
 
 class ImageMetricsd(MapTransform):
@@ -99,7 +92,7 @@ class AnatomicalDiced(MapTransform):
     def __call__(self, data: Mapping[str, Any]) -> dict:
         d = dict(data)
         t = self.protocol.to_hu(_volume(d[self.target_key]))
-        spacing = self.spacing or _spacing_of(d[self.target_key], self.protocol)
+        spacing = voxel_spacing(d[self.target_key], self.spacing, self.protocol.voxel_mm)
         for key in self.key_iterator(d):
             row = dict(d.get("metrics", {}))
             row.update(anatomical_dice(self.protocol.to_hu(_volume(d[key])), t, spacing, self.lung, self.vessel))
