@@ -70,7 +70,7 @@ def _network_def(views: int, width: float):
 
 def _network(views: int, weights: str, width: float):
     """That network with ``weights`` (a file, or a folder's newest checkpoint)."""
-    from duolift_bundle.engines.handlers import latest_checkpoint
+    from duolift_bundle.engines.resume import latest_checkpoint
     from duolift_bundle.networks import load_generator
 
     path = latest_checkpoint(weights) if os.path.isdir(weights) else weights

@@ -114,7 +114,7 @@ def export(
     """Copy the runs' last generators to models/ and write the baselines' mean volumes."""
     from duolift_bundle.datasets.routes import load_datalist
     from duolift_bundle.datasets.splits import SPLITS
-    from duolift_bundle.engines.handlers import latest_checkpoint
+    from duolift_bundle.engines.resume import latest_checkpoint
     from duolift_bundle.networks import MeanVolume
 
     for key, run in (("double_view", dv_run), ("single_view", sv_run)):

@@ -1,4 +1,5 @@
-"""Engines: the conditional-GAN trainer, prepare_batch functions, handlers, reports, config checks."""
+"""Engines: the conditional-GAN trainer, prepare_batch functions, handlers, resuming and preemption,
+reports, config checks."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ from duolift_bundle.engines.config_checks import (
     check_overrides,
     check_training_settings,
 )
-from duolift_bundle.engines.handlers import (
+from duolift_bundle.engines.handlers import BestModelSaver, EpochSeedHandler, FinalModelSaver, TimeBudget
+from duolift_bundle.engines.preemption import Preemption
+from duolift_bundle.engines.reports import METRIC_COLUMNS, FigureWriter, InferenceSummary, MetricsReport
+from duolift_bundle.engines.resume import (
     CHECKPOINT_FILENAME_PATTERN,
-    BestModelSaver,
-    EpochSeedHandler,
-    FinalModelSaver,
-    TimeBudget,
+    ResumableSampler,
     epoch_of,
     latest_checkpoint,
+    resume_checkpoint,
 )
-from duolift_bundle.engines.reports import METRIC_COLUMNS, FigureWriter, InferenceSummary, MetricsReport
 from duolift_bundle.engines.trainer import DuoLiftTrainer, NonFiniteLossError
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "CHECKPOINT_FILENAME_PATTERN",
     "epoch_of",
     "latest_checkpoint",
+    "resume_checkpoint",
+    "ResumableSampler",
+    "Preemption",
     "METRIC_COLUMNS",
     "MetricsReport",
     "FigureWriter",

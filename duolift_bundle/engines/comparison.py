@@ -299,7 +299,7 @@ def _case_files(spec: ComparisonSpec, items: Sequence[dict]) -> dict[str, dict]:
 def evaluate_runs(spec: ComparisonSpec, out: str | os.PathLike, runs: Sequence[Run]) -> dict:
     """Stage 3: score every trained run with every refinement and the baselines (on the GPU when
     there is one); returns the results."""
-    from duolift_bundle.engines.handlers import latest_checkpoint
+    from duolift_bundle.engines.resume import latest_checkpoint
     from duolift_bundle.networks import MeanVolume
     from duolift_bundle.transforms.drr import DRRProjector
     from duolift_bundle.transforms.refine import refine_volume

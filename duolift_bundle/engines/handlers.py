@@ -1,4 +1,5 @@
-"""Ignite handlers of the training workflow: best-model selection, seeding, finding checkpoints.
+"""Ignite handlers of the training workflow: best-model selection, seeding, the validation curve,
+the time budget (finding checkpoints: :mod:`duolift_bundle.engines.resume`).
 
 Full checkpoints are Ignite's own ``Checkpoint`` with ``DiskSaver(atomic=True)`` (wired in
 ``configs/train.yaml``; MONAI's ``CheckpointSaver`` uses ``atomic=False``, so a killed run could
@@ -11,18 +12,15 @@ score and would delete the previous best before writing the new one, so it keeps
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 import time
-import zipfile
 from collections import Counter
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
-from duolift_bundle.errors import ConfigError, MissingFileError, MissingKeyError
+from duolift_bundle.errors import ConfigError, MissingKeyError
 from duolift_bundle.io_utils import atomic_path, read_json, write_json
 from duolift_bundle.networks.loading import unwrap
 from ignite.engine import Engine, Events
@@ -35,19 +33,11 @@ __all__ = [
     "log_run_weights",
     "EpochSeedHandler",
     "TimeBudget",
-    "latest_checkpoint",
-    "resume_checkpoint",
-    "RESUME_MODES",
-    "CHECKPOINT_FILENAME_PATTERN",
-    "epoch_of",
     "is_main_process",
+    "save_atomic",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Ignite ``Checkpoint`` file name pattern of the full checkpoints (``checkpoint_epoch=0007.pt``)
-CHECKPOINT_FILENAME_PATTERN = "{name}_epoch={global_step:04d}.{ext}"
-_CHECKPOINT_RE = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
 
 def is_main_process() -> bool:
@@ -55,79 +45,10 @@ def is_main_process() -> bool:
     return idist.get_rank() == 0
 
 
-def _save_atomic(obj: Any, path: str) -> None:
+def save_atomic(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` through a temporary file renamed into place."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def epoch_of(engine: Engine, event: Any = None) -> int:
-    """``global_step_transform`` of the full checkpoints: the trainer's epoch."""
-    return int(engine.state.epoch)
-
-
-def _complete(path: str) -> bool:
-    """True for a checkpoint file written to its end: ``torch.save``'s zip archive opens and every
-    member's CRC matches (a file cut short by a killed copy or a full disk does not)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def _complete_checkpoints(ckpt_dir: str) -> list[str]:
-    """The full checkpoints of ``ckpt_dir``, newest first, leaving out (with a warning) any file
-    that is not complete."""
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(str(ckpt_dir)), "checkpoint_epoch=*.pt")):
-        m = _CHECKPOINT_RE.search(os.path.basename(path))
-        if m:
-            found.append((int(m.group(1)), path))
-    complete = []
-    for _, path in sorted(found, reverse=True):
-        if _complete(path):
-            complete.append(path)
-        else:
-            logger.warning("%s: an incomplete checkpoint (cut short while written?); not resumed from", path)
-    return complete
-
-
-def latest_checkpoint(ckpt_dir: str) -> str:
-    """Path of the newest complete full checkpoint (highest epoch) in ``ckpt_dir``; a clear error
-    if none. A newest file that is not complete is passed over, with a warning, for the one before."""
-    complete = _complete_checkpoints(ckpt_dir)
-    if not complete:
-        raise MissingFileError(
-            f"--resume: no full checkpoint (checkpoint_epoch=NNNN.pt) in {os.path.abspath(ckpt_dir)}; "
-            "start without --resume (or with --resume auto), or point --output_dir (or --resume_dir) at the run "
-            "to continue"
-        )
-    return complete[0]
-
-
-#: the values of ``--resume``: no, yes (a checkpoint must be there), or whichever applies
-RESUME_MODES = (False, True, "auto")
-
-
-def resume_checkpoint(resume: bool | str, ckpt_dir: str) -> Optional[str]:
-    """The full checkpoint a run continues from (``train.yaml``'s ``resume``): None for
-    ``resume=False``; the newest complete one for ``True`` (an error when there is none); for
-    ``"auto"`` the newest complete one, or None with a warning when there is none yet, so that one
-    job script serves the first start of a preemptible job and every restart."""
-    if isinstance(resume, str) and resume.lower() in ("true", "false"):
-        resume = resume.lower() == "true"
-    if resume not in RESUME_MODES:
-        raise ConfigError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
-    if resume is False:
-        return None
-    if resume is True:
-        return latest_checkpoint(ckpt_dir)
-    complete = _complete_checkpoints(ckpt_dir)
-    if not complete:
-        logger.warning("--resume auto: no full checkpoint in %s yet; training starts fresh", os.path.abspath(ckpt_dir))
-        return None
-    logger.info("--resume auto: continuing from %s", complete[0])
-    return complete[0]
 
 
 class BestModelSaver:
@@ -165,7 +86,7 @@ class BestModelSaver:
 
     def _write(self) -> None:
         if is_main_process():
-            _save_atomic(unwrap(self.network).state_dict(), self.filepath)
+            save_atomic(unwrap(self.network).state_dict(), self.filepath)
 
     def __call__(self, engine: Engine) -> None:
         if self.key_metric not in engine.state.metrics:
@@ -266,7 +187,9 @@ class EpochSeedHandler:
     Dropout and any random transform of epoch e then depend only on (seed, e), not on how many
     random numbers earlier epochs drew, so a run resumed from a checkpoint at the end of epoch e
     repeats exactly what an uninterrupted run does in epoch e + 1 (together with a
-    ``DistributedSampler``, whose shuffle is seeded by ``seed + epoch`` too). Datasets given in
+    ``DistributedSampler``, whose shuffle is seeded by ``seed + epoch`` too). A run resumed in the
+    middle of an epoch takes back the random state of the moment it stopped after this reseeding
+    (:class:`~duolift_bundle.engines.trainer.DuoLiftTrainer`'s state). Datasets given in
     ``datasets`` that have ``set_epoch`` (:class:`~duolift_bundle.datasets.augmentation.AugmentedDataset`)
     are told the epoch too.
     """

@@ -16,8 +16,10 @@ import torch
 import torch.nn as nn
 from duolift_bundle.constants import LUNG_MASK_KEY
 from duolift_bundle.engines.batches import plain, prepare_xray_batch
+from duolift_bundle.engines.resume import capture_rng, restore_rng
 from duolift_bundle.errors import ConfigError, DuoLiftError
 from duolift_bundle.networks.loading import unwrap
+from ignite.engine import Events
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
 from monai.engines.workflow import Workflow
@@ -47,6 +49,13 @@ class DuoLiftTrainer(Trainer):
        window crosses an epoch boundary or a checkpoint) each optimizer steps and its gradients
        are cleared. Losses are divided by ``accumulation_steps`` before backward, so N batches of
        1 give the gradient of one batch of N.
+
+    The trainer's state (what a full checkpoint keeps as ``trainer``) is Ignite's (iteration,
+    epoch length, epoch budget) plus the random state of the moment it was taken and the AMP
+    gradient scalers. A run resumed from the middle of an epoch (a checkpoint of
+    :class:`~duolift_bundle.engines.preemption.Preemption`) skips the batches that epoch has
+    trained on (its sampler must be a :class:`~duolift_bundle.engines.resume.ResumableSampler`)
+    and takes that random state back before its first batch, so it repeats the uninterrupted run.
 
     A NaN / Inf loss raises :class:`NonFiniteLossError` naming the iteration and epoch before
     anything is updated with it; checkpoints on disk are not touched.
@@ -127,6 +136,49 @@ class DuoLiftTrainer(Trainer):
         d_core = unwrap(d_network) if d_network is not None else None
         self.d_condition = bool(getattr(d_core, "condition_views", 0))
         self.d_masked = bool(getattr(d_core, "masked_input", False))
+        self._resume_rng: Optional[dict] = None  # random state to take back before the next batch
+        self._resume_skip = 0  # batches of the resumed epoch already trained on
+        # after the per-epoch reseeding and MONAI's sampler.set_epoch (both attached before)
+        self.add_event_handler(Events.EPOCH_STARTED, self._skip_trained_batches)
+        self.add_event_handler(Events.GET_BATCH_STARTED, self._take_back_rng)
+
+    def state_dict(self) -> Any:
+        state = super().state_dict()
+        state["rng"] = capture_rng()
+        state["scalers"] = {"g": self.g_scaler.state_dict(), "d": self.d_scaler.state_dict()}
+        return state
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        state = dict(state_dict)
+        rng, scalers = state.pop("rng", None), state.pop("scalers", {})
+        super().load_state_dict(state)
+        for name, scaler in (("g", self.g_scaler), ("d", self.d_scaler)):
+            if scaler.is_enabled() and scalers.get(name):  # a CPU checkpoint holds empty (disabled) ones
+                scaler.load_state_dict(scalers[name])
+        length = self.state.epoch_length
+        within = int(self.state.iteration) % int(length) if length else 0
+        if within:
+            self._resume_skip, self._resume_rng = within, rng
+            logger.info("resuming epoch %d after its batch %d of %d", self.state.epoch + 1, within, length)
+
+    def _skip_trained_batches(self, engine: Any) -> None:
+        if not self._resume_skip:
+            return
+        sampler = getattr(self.data_loader, "sampler", None)
+        if hasattr(sampler, "skip_next"):
+            sampler.skip_next(self._resume_skip * int(getattr(self.data_loader, "batch_size", None) or 1))
+        else:
+            logger.warning(
+                "the data loader's sampler (%s) cannot skip the batches the resumed epoch trained on: the epoch "
+                "starts its data again (use duolift_bundle.engines.ResumableSampler for an exact resume)",
+                type(sampler).__name__,
+            )
+        self._resume_skip = 0
+
+    def _take_back_rng(self, engine: Any) -> None:
+        if self._resume_rng is not None:
+            restore_rng(self._resume_rng)
+            self._resume_rng = None
 
     def run(self) -> None:  # type: ignore[override]
         # MONAI's Trainer.run only adds one GradScaler before Workflow.run; this trainer made one

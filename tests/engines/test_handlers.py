@@ -100,34 +100,3 @@ def test_the_validation_curve_grows_per_epoch_and_goes_on_after_a_resume(tmp_pat
     again(SimpleNamespace(state=SimpleNamespace(epoch=3, metrics={"val_psnr": 16.6})))
     assert json.loads(path.read_text())["epochs"]["3"] == {"val_psnr": 16.6, "seconds": 10.0}
     assert list(json.loads(path.read_text())["epochs"]) == ["1", "2", "3"]
-
-
-def test_a_checkpoint_cut_short_is_passed_over_for_the_one_before(tmp_path, caplog):
-    """resume_checkpoint: False -> None; True / auto -> the newest complete full checkpoint; a newest
-    file cut short (half its bytes, as a killed copy leaves it) is skipped with a warning; auto with
-    nothing complete -> None with a warning, True -> the error naming the folder."""
-    from duolift_bundle.engines.handlers import resume_checkpoint
-    from duolift_bundle.errors import MissingFileError
-
-    for epoch in (1, 2):
-        torch.save(
-            {"trainer": {"epoch": epoch}, "w": torch.arange(1000.0)}, tmp_path / f"checkpoint_epoch={epoch:04d}.pt"
-        )
-    whole = (tmp_path / "checkpoint_epoch=0002.pt").read_bytes()
-    assert resume_checkpoint(False, str(tmp_path)) is None
-    assert resume_checkpoint(True, str(tmp_path)).endswith("checkpoint_epoch=0002.pt")
-    (tmp_path / "checkpoint_epoch=0003.pt").write_bytes(whole[: len(whole) // 2])
-    with caplog.at_level("WARNING"):
-        assert resume_checkpoint("auto", str(tmp_path)).endswith("checkpoint_epoch=0002.pt")
-    assert "checkpoint_epoch=0003.pt: an incomplete checkpoint" in caplog.text
-    assert torch.load(resume_checkpoint("True", str(tmp_path)), weights_only=True)["trainer"]["epoch"] == 2
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "checkpoint_epoch=0001.pt").write_bytes(whole[:100])
-    with caplog.at_level("WARNING"):
-        assert resume_checkpoint("auto", str(empty)) is None
-    assert "training starts fresh" in caplog.text
-    with pytest.raises(MissingFileError, match=str(empty)):
-        resume_checkpoint(True, str(empty))
-    with pytest.raises(ConfigError, match="resume must be one of"):
-        resume_checkpoint("sometimes", str(tmp_path))

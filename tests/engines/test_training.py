@@ -88,55 +88,59 @@ def test_training_configs_end_to_end(phantoms32, tmp_path, name, configs, views,
     assert list(out.glob("events.out.tfevents.*")), "no TensorBoard events"
 
 
+def _start_training(configs: list[str], data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """``run_training`` in the background, its log (stderr and stdout) readable line by line."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg(configs), "--dataset_dir",
+           str(data), "--output_dir", str(out), "--size", "32", *SMALL, *extra]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_result(phantoms32, tmp_path):
-    """Kill a GAN run after its first full checkpoint, resume it with --resume: same iteration
-    count and bitwise the same G, D and optimizer states as an uninterrupted run with the same
-    seed (per-epoch reseeding and a seeded sampler make each epoch independent of the past)."""
+def test_killed_and_preempted_runs_resume_to_the_uninterrupted_result(phantoms32, tmp_path):
+    """One GAN run, stopped twice and continued each time by the same command (--resume auto):
+    SIGKILL after its first full checkpoint; SIGTERM (what a scheduler sends) in epoch 3, which
+    writes a full checkpoint and exits with 143. The finished run has the same iteration count and
+    bitwise the same G, D and optimizer states as an uninterrupted run with the same seed."""
     full = tmp_path / "full"
     assert run_training(GAN, phantoms32, full, "--max_epochs", "4").returncode == 0
-    killed = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        config_arg(GAN),
-        "--dataset_dir",
-        str(phantoms32),
-        "--output_dir",
-        str(killed),
-        "--ckpt_dir",
-        str(killed / "models"),
-        "--size",
-        "32",
-        *SMALL,
-        "--max_epochs",
-        "4",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed / "checkpoints" / "checkpoint_epoch=0001.pt"
+    run = tmp_path / "preempted"
+    job = ("--max_epochs", "4", "--resume", "auto")  # one command for every start of the job
+    proc = _start_training(GAN, phantoms32, run, *job)
+    first = run / "checkpoints" / "checkpoint_epoch=0001.pt"
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert first.exists()
-    done = sorted(p.name for p in (killed / "checkpoints").glob("*.pt"))
-    assert "checkpoint_epoch=0004.pt" not in done, "the run finished before it could be killed"
-    resumed = run_training(GAN, phantoms32, killed, "--max_epochs", "4", "--resume", "True")
+    assert not (run / "checkpoints" / "checkpoint_epoch=0004.pt").exists(), "the run finished before it was killed"
+
+    proc = _start_training(GAN, phantoms32, run, *job)
+    log = []
+    for line in proc.stdout:  # SIGTERM once epoch 3 has trained on its first batch
+        log.append(line)
+        if "Epoch: 3/4, Iter: 1/3" in line:
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 128 + signal.SIGTERM, "".join(log[-30:])
+    last = log[-1]
+    assert "stopped by SIGTERM: full checkpoint" in last and "--resume auto continues" in last, last
+    written = Path(last.split("full checkpoint ")[1].split(";")[0])
+    assert written.is_file() and written.name.startswith("checkpoint_epoch=0003")
+
+    resumed = run_training(GAN, phantoms32, run, *job)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     a = load_checkpoint(full / "checkpoints" / "checkpoint_epoch=0004.pt")
-    b = load_checkpoint(killed / "checkpoints" / "checkpoint_epoch=0004.pt")
+    b = load_checkpoint(run / "checkpoints" / "checkpoint_epoch=0004.pt")
+    rng_a, rng_b = a["trainer"].pop("rng"), b["trainer"].pop("rng")
     assert a["trainer"] == b["trainer"] and b["trainer"]["iteration"] == 12
+    assert torch.equal(rng_a["torch"], rng_b["torch"]) and rng_a["python"] == rng_b["python"]
     for key in ("generator", "discriminator"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     assert a["best_model"] == b["best_model"]
-    # the resumed run went on pruning the files of the killed one: the newest n_saved = 2 remain
-    assert sorted(p.name for p in (killed / "checkpoints").glob("*.pt")) == [
+    # the resumed runs went on pruning: the newest n_saved = 2 epoch files remain, the
+    # interrupted one went once an epoch checkpoint held more
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == [
         "checkpoint_epoch=0003.pt",
         "checkpoint_epoch=0004.pt",
     ]
@@ -193,18 +197,33 @@ def test_resume_auto_without_checkpoint_trains_from_scratch_with_a_warning(phant
 
 
 @pytest.mark.slow
-def test_torchrun_gloo_two_ranks_keep_identical_weights(phantoms32, tmp_path):
+def test_torchrun_gloo_two_ranks_keep_identical_weights_through_a_preemption(phantoms32, tmp_path):
+    """The README's cluster job: torchrun with --resume auto, stopped by a SIGTERM to torchrun (what
+    a scheduler sends; its agent passes it to the ranks), then started again by the same command:
+    a full checkpoint was written, the second start finishes, both ranks hold the same weights."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
            "training", "--config_file", config_arg(GAN + ["configs/multi_gpu_train.yaml"]), "--dataset_dir", str(phantoms32),
-           "--output_dir", str(out), "--ckpt_dir", str(out / "models"), "--size", "32", *SMALL, "--max_epochs", "2"]  # fmt: skip
+           "--output_dir", str(out), "--ckpt_dir", str(out / "models"), "--size", "32", *SMALL, "--max_epochs", "3",
+           "--resume", "auto"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        if "Epoch: 2/3, Iter: 1/2" in line:
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) != 0
+    stopped = [line for line in log if "stopped by SIGTERM: full checkpoint" in line]
+    assert len(stopped) == 2, "".join(log[-40:])  # each rank says where the run stopped
+    assert not (out / "checkpoints" / "checkpoint_epoch=0003.pt").exists()
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "--resume auto: continuing from" in result.stderr + result.stdout
     digests = [json.loads((out / f"rank{r}_weights.json").read_text())["sha256"] for r in (0, 1)]
     assert digests[0] == digests[1]
     # 3 training cases over 2 ranks: DistributedSampler pads to 2 per rank -> 2 iterations/epoch
-    assert load_checkpoint(out / "checkpoints" / "checkpoint_epoch=0002.pt")["trainer"]["iteration"] == 4
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_epoch=0003.pt")["trainer"]["iteration"] == 6
 
 
 @pytest.mark.parametrize(
