@@ -32,6 +32,8 @@ from torchvision.models.resnet import BasicBlock
 
 __all__ = [
     "InstanceNorm3dCL",
+    "channel_var_mean",
+    "channel_affine_",
     "NORM_3D",
     "ACT_3D",
     "ResNet34Encoder2D",
@@ -45,13 +47,64 @@ __all__ = [
 ]
 
 
+#: rows of the (voxels, channels) matrix one step of :func:`channel_var_mean` reads at a time
+STAT_ROWS = 1 << 15
+
+
+def _voxel_rows(x: torch.Tensor) -> torch.Tensor:
+    """A view of ``x`` ``(B, C, *spatial)`` as ``(B, voxels, C)``, without a copy for both
+    layouts (for channels-first its voxel stride is 1)."""
+    b, c = x.shape[:2]
+    if x.dim() == 5 and c > 1 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return x.permute(0, 2, 3, 4, 1).reshape(b, -1, c)
+    return x.reshape(b, c, -1).transpose(1, 2)
+
+
+def channel_var_mean(x: torch.Tensor, rows: int = STAT_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Biased variance and mean of every channel of ``x`` ``(B, C, *spatial)`` over its voxels,
+    ``((B, C), (B, C))`` in float32 whatever ``x``'s dtype, without autograd.
+
+    Two passes over the ``(B, voxels, C)`` view, the second on centred blocks of ``rows`` voxels.
+    On a CPU this runs about 3x faster than ``torch.var_mean`` over the spatial dims of a
+    channels-last tensor (a strided reduction) and, unlike ``F.batch_norm``'s single-pass
+    statistics (off by 2e-3 at a mean of 6 standard deviations), stays as exact as ``var_mean``
+    (``tests/networks/test_networks.py``)."""
+    m = _voxel_rows(x)
+    n = m.shape[1]
+    mean = m.sum(dim=1, dtype=torch.float32) / n
+    sq = torch.zeros_like(mean)
+    for start in range(0, n, rows):
+        d = m[:, start : start + rows].float() - mean[:, None]
+        sq += torch.linalg.vecdot(d, d, dim=1)
+    return sq / n, mean
+
+
+def channel_affine_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, rows: int = STAT_ROWS) -> torch.Tensor:
+    """``x * scale + shift`` per channel (``scale``, ``shift``: ``(B, C)`` float32), in place, computed
+    in float32 block by block and stored in ``x``'s dtype: in bfloat16 itself, ``x * scale`` and
+    ``+ shift`` nearly cancel where the mean is large and lose the result's digits."""
+    m = _voxel_rows(x)
+    scale, shift = scale[:, None], shift[:, None]
+    for start in range(0, m.shape[1], rows):
+        block = m[:, start : start + rows]
+        if block.dtype == torch.float32:
+            block.mul_(scale).add_(shift)
+        else:
+            block.copy_(block.float().mul_(scale).add_(shift))
+    return x
+
+
 class InstanceNorm3dCL(nn.InstanceNorm3d):
     """Instance norm (affine only; running statistics are not supported) that preserves the input's memory layout.
 
     ``nn.InstanceNorm3d`` returns a contiguous (channels-first) tensor, so every norm layer
     would undo a ``channels_last_3d`` layout and make the next oneDNN convolution copy its input
     into a blocked layout (+1 copy of the largest feature map, and slower). Here the statistics
-    come from ``torch.var_mean`` and the affine map is one ``addcmul``, which keep the layout.
+    come from ``torch.var_mean`` (with autograd, or on a GPU) or :func:`channel_var_mean`
+    (inference on a CPU: 3x faster), in float32; the affine map is one ``addcmul``, or without
+    autograd :func:`channel_affine_` in place (the input is a convolution's output that nothing
+    else reads: one full-size tensor less at peak). The output keeps the input's dtype (bfloat16
+    under CPU autocast stays bfloat16: no conversion copies between layers).
     The parameters (``weight``, ``bias``) and results equal ``nn.InstanceNorm3d``'s, so
     checkpoints are interchangeable. ``(B, C, D, H, W) -> (B, C, D, H, W)``.
     """
@@ -60,10 +113,14 @@ class InstanceNorm3dCL(nn.InstanceNorm3d):
         weight, bias = self.weight, self.bias
         if x.dim() != 5 or weight is None or bias is None:
             raise ShapeError(f"InstanceNorm3dCL needs affine parameters and a 5D input, got shape {list(x.shape)}")
-        var, mean = torch.var_mean(x, dim=(2, 3, 4), keepdim=True, correction=0)
-        scale = weight.view(1, -1, 1, 1, 1) * torch.rsqrt(var + self.eps)
-        shift = bias.view(1, -1, 1, 1, 1) - mean * scale
-        return torch.addcmul(shift, x, scale)
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            var, mean = torch.var_mean(x.float(), dim=(2, 3, 4), keepdim=True, correction=0)
+            scale = weight.view(1, -1, 1, 1, 1) * torch.rsqrt(var + self.eps)
+            shift = bias.view(1, -1, 1, 1, 1) - mean * scale
+            return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+        var, mean = channel_var_mean(x)
+        scale = weight.float() * torch.rsqrt(var + self.eps)
+        return channel_affine_(x, scale, bias.float() - mean * scale)
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         if not affine:

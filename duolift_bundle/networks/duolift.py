@@ -25,7 +25,7 @@ Choices where the paper is silent (and why):
 - One ResNet-34 encoder per view (``share_encoder=False``), as X2CT-GAN encodes each view with
   its own encoder: frontal and lateral radiographs have different content.
 - U-Net++ is MONAI's :class:`~monai.networks.nets.BasicUNetPlusPlus` (via
-  :class:`~.unetpp.UNetPlusPlusHeads`, which frees F_u early; four down-sampling
+  :class:`~.unetpp.UNetPlusPlusHeads`, which frees F_u early and in inference never concatenates it; four down-sampling
   encoder levels, four nested decoder columns, dense skips, deep supervision). Its four heads
   (x_0_1..x_0_4, ``unetpp_out_channels`` feature channels each) are averaged into the U-Net's
   input: averaging all deep-supervision heads is the "accurate mode" of Zhou et al. (2018), and
@@ -67,7 +67,7 @@ from duolift_bundle.networks.blocks import (
     UpsampleType2,
     check_xray_input,
 )
-from duolift_bundle.networks.unetpp import UNetPlusPlusHeads
+from duolift_bundle.networks.unetpp import InputPart, UNetPlusPlusHeads
 from monai.networks.nets import BasicUNet
 
 __all__ = ["DuoLiftGenerator", "WithAuxiliaryOutputs", "scale_width", "PAPER_WIDTHS"]
@@ -282,32 +282,31 @@ class DuoLiftGenerator(nn.Module):
         return f_o
 
     def _fused_features(self, x: torch.Tensor, record: Optional[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """F_u = [f_u11, f_u12, f_u23, F_o] ``(B, 224, D', D', D')`` (192 channels without branch 2).
-
-        Without autograd, F_u is allocated after the heaviest block (the third ResNet block at
-        D') and each part is written into it as soon as it exists, so the parts and F_u are never
-        all alive at once; at 128^3 this keeps the peak below 6 GB (``scripts/benchmark.py``)."""
+        """F_u = [f_u11, f_u12, f_u23, F_o] ``(B, 224, D', D', D')`` (192 channels without branch 2)."""
         f_u21, f_u22, f_u23 = self._branch1(x, record)
-        if torch.is_grad_enabled() or record is not None:
-            parts = [self.up1_1(f_u21), self.up1_2(f_u22), f_u23]
-            if record is not None:
-                record["f_u11"] = parts[0]
-                record["f_u12"] = parts[1]
-            if self.dual_branch:
-                parts.append(self._branch2(x, record))
-            return torch.cat(parts, dim=1)
-        shape = [x.shape[0], self.fu_channels, f_u23.shape[2], f_u23.shape[3], f_u23.shape[4]]
-        fmt = torch.channels_last_3d if self.channels_last else torch.contiguous_format
-        f_u = torch.empty(shape, dtype=f_u23.dtype, device=f_u23.device, memory_format=fmt)
-        c1 = self.fuse_channels
-        c3 = 2 * c1 + f_u23.shape[1]
-        f_u[:, 2 * c1 : c3] = f_u23
-        f_u23 = torch.empty(0, dtype=f_u.dtype, device=f_u.device)
-        f_u[:, :c1] = self.up1_1(f_u21)
-        f_u[:, c1 : 2 * c1] = self.up1_2(f_u22)
+        parts = [self.up1_1(f_u21), self.up1_2(f_u22), f_u23]
+        if record is not None:
+            record["f_u11"] = parts[0]
+            record["f_u12"] = parts[1]
         if self.dual_branch:
-            f_u[:, c3:] = self._branch2(x, None)
-        return f_u
+            parts.append(self._branch2(x, record))
+        return torch.cat(parts, dim=1)
+
+    @torch.jit.unused
+    def _fused_parts(self, x: torch.Tensor) -> list[InputPart]:
+        """F_u as U-Net++ input parts, without autograd: f_u23 first (it exists already), then
+        f_u11, f_u12 and F_o, each made only when U-Net++'s first convolution reaches it, so F_u
+        (1.9 GB at 128^3 in float32) and two of its parts are never alive at once."""
+        f_u21, f_u22, f_u23 = self._branch1(x, None)
+        c1 = self.fuse_channels
+        parts = [
+            InputPart(2 * c1, f_u23),
+            InputPart(0, lambda: self.up1_1(f_u21)),
+            InputPart(c1, lambda: self.up1_2(f_u22)),
+        ]
+        if self.dual_branch:
+            parts.append(InputPart(2 * c1 + f_u23.shape[1], lambda: self._branch2(x, None)))
+        return parts
 
     def _forward(
         self, x: torch.Tensor, record: Optional[dict[str, torch.Tensor]]
@@ -317,8 +316,10 @@ class DuoLiftGenerator(nn.Module):
             f_u = self._fused_features(x, record)
             record["F_u"] = f_u
             heads = self.unetpp.forward_heads([self.dropout(f_u)], False)
-        else:
+        elif torch.jit.is_scripting() or torch.is_grad_enabled() or self.training:  # dropout on all of F_u
             heads = self.unetpp.forward_heads([self.dropout(self._fused_features(x, None))], not self.training)
+        else:
+            heads = self.unetpp.forward_heads_on_parts(self._fused_parts(x), True)
         fused = heads[0]
         for h in heads[1:]:
             fused = fused + h

@@ -79,7 +79,7 @@ def test_ckpt_export_torchscript_equals_eager(tmp_path):
     with torch.no_grad():
         eager, exported = net(x), scripted(x)
     assert exported.shape == (1, 1, 64, 64, 64)
-    torch.testing.assert_close(exported, eager, rtol=0, atol=1e-6)
+    torch.testing.assert_close(exported, eager, rtol=0, atol=1e-5)  # summation order, as below
     with pytest.raises(Exception, match="expected 2 view"):
         scripted(torch.rand(1, 1, 128, 128))
 
@@ -106,4 +106,6 @@ def test_backproject_lift_through_verify_net_in_out_and_torchscript(tmp_path):
     scripted = torch.jit.load(str(ts_path))
     x = torch.rand(1, 2, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(scripted(x), net(x), rtol=0, atol=1e-6)
+        # TorchScript runs the plain path; eager inference sums U-Net++'s split convolutions in
+        # another order (float32 rounding, a few 1e-6)
+        torch.testing.assert_close(scripted(x), net(x), rtol=0, atol=1e-5)

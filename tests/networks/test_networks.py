@@ -122,20 +122,41 @@ def test_channels_last_layout_does_not_change_results():
         torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-5)
 
 
-def test_instance_norm_cl_matches_pytorch_and_keeps_layout():
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format])
+def test_instance_norm_cl_matches_pytorch_and_keeps_layout(grad, layout):
+    """With autograd (torch.var_mean) and without (channel_var_mean, in place), against PyTorch's
+    own instance norm in float64, on data whose mean is 6 standard deviations (single-pass
+    statistics would lose about 1e-3 there), with more voxels than one block of statistics."""
     torch.manual_seed(3)
     ref = torch.nn.InstanceNorm3d(6, affine=True)
     torch.nn.init.normal_(ref.weight)
     torch.nn.init.normal_(ref.bias)
     ours = InstanceNorm3dCL(6)
     ours.load_state_dict(ref.state_dict())
-    x = (torch.randn(2, 6, 5, 6, 7) * 3 + 1).contiguous(memory_format=torch.channels_last_3d)
-    y = ours(x)
-    torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-5)
-    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    x = (torch.randn(2, 6, 40, 41, 42) * 0.5 + 3).contiguous(memory_format=layout)
+    expected = ref.double()(x.double()).float()
+    with torch.set_grad_enabled(grad):
+        y = ours(x.clone())
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=2e-5)
+    assert y.is_contiguous(memory_format=layout)
     assert "INSTANCE_CL" in Norm.names
     with pytest.raises(ValueError, match="affine"):
         InstanceNorm3dCL(4, affine=False)
+
+
+def test_instance_norm_cl_keeps_bfloat16_with_float32_statistics():
+    """Under CPU autocast a convolution hands bfloat16 to the norm: the output stays bfloat16 (no
+    conversion copies) and equals the float32 norm of the same values to bfloat16's precision."""
+    torch.manual_seed(4)
+    norm = InstanceNorm3dCL(8)
+    torch.nn.init.normal_(norm.weight)
+    x = (torch.randn(1, 8, 24, 24, 24) + 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        y = norm(x.clone())
+        expected = norm(x.float())
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(y.float(), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_lifting_directions_follow_the_axis_convention():
@@ -360,10 +381,13 @@ def test_small_generator_overfits_one_phantom():
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_unetpp_heads_equal_monai_basic_unetplusplus(grad):
-    """forward_heads (input freed early, preallocated skips without autograd) computes exactly
-    MONAI's BasicUNetPlusPlus.forward with deep supervision, on the same weights."""
+    """forward_heads (input freed early; without autograd no full-resolution concatenation, each
+    block's first convolution summed over its inputs' channel blocks) computes MONAI's
+    BasicUNetPlusPlus.forward with deep supervision, on the same weights (to float32 rounding:
+    the summed convolutions add in another order); so does forward_heads_on_parts with the input
+    in shuffled blocks, one made on demand."""
     from duolift_bundle.networks.blocks import ACT_3D, NORM_3D
-    from duolift_bundle.networks.unetpp import UNetPlusPlusHeads
+    from duolift_bundle.networks.unetpp import InputPart, UNetPlusPlusHeads
     from monai.networks.nets import BasicUNetPlusPlus
 
     torch.manual_seed(0)
@@ -386,5 +410,13 @@ def test_unetpp_heads_equal_monai_basic_unetplusplus(grad):
         expected = reference(x)
     assert len(heads) == len(expected) == 4
     for a, b in zip(heads, expected):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(mean, sum(expected) / 4, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mean, sum(expected) / 4, rtol=1e-5, atol=1e-5)
+    if not grad:
+        with torch.no_grad():
+            parts = [InputPart(3, x[:, 3:].clone()), InputPart(0, lambda: x[:, :3].clone())]
+            on_parts = ours.forward_heads_on_parts(parts, average=True)[0]
+        assert parts == []
+        torch.testing.assert_close(on_parts, sum(expected) / 4, rtol=1e-5, atol=1e-5)
+        with torch.no_grad(), pytest.raises(ValueError, match="channels"):
+            ours.forward_heads_on_parts([InputPart(0, x[:, :3])])
