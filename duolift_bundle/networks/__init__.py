@@ -6,6 +6,7 @@ from duolift_bundle.networks.discriminator import DuoLiftDiscriminator, discrimi
 from duolift_bundle.networks.duolift import PAPER_WIDTHS, DuoLiftGenerator, WithAuxiliaryOutputs, scale_width
 from duolift_bundle.networks.loading import load_generator, unwrap
 from duolift_bundle.networks.mean_volume import MeanVolume
+from duolift_bundle.networks.precision import PRECISIONS, AutocastInferer
 from duolift_bundle.networks.x2ct import X2CTGenerator
 
 __all__ = [
@@ -19,4 +20,6 @@ __all__ = [
     "scale_width",
     "load_generator",
     "unwrap",
+    "AutocastInferer",
+    "PRECISIONS",
 ]
