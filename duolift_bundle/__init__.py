@@ -40,6 +40,6 @@ from the patient's left side).
 
 from __future__ import annotations
 
-__version__ = "0.11.0"  # the one version: pyproject.toml reads it, configs/metadata.json must match
+__version__ = "0.12.0"  # the one version: pyproject.toml reads it, configs/metadata.json must match
 
 __all__ = ["__version__"]

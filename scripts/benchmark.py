@@ -292,11 +292,13 @@ def _flops(model: str, size: int, train: bool, width: float = 1.0) -> int:
 
 
 def _peak_memory_gb(device: str) -> float:
-    import resource
-
+    """GPU: the most memory PyTorch allocated; CPU: this process's peak resident memory (VmHWM of
+    its address space: ``ru_maxrss`` would carry the parent's peak into a spawned child)."""
     if device.startswith("cuda"):
         return round(torch.cuda.max_memory_allocated() / 1e9, 2)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return round(kb * 1024 / 1e9, 2)
 
 
 def _measure(
@@ -318,6 +320,11 @@ def _measure(
             _sync(device)
 
     else:
+        if device == "cpu":  # a step that does not fit fails with an error instead of the kernel's OOM kill
+            import resource
+
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            resource.setrlimit(resource.RLIMIT_AS, (int(0.85 * total), int(0.85 * total)))
         net.train()
         target = torch.rand(1, 1, size, size, size, device=device)
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)

@@ -64,19 +64,23 @@ def channel_var_mean(x: torch.Tensor, rows: int = STAT_ROWS) -> tuple[torch.Tens
     """Biased variance and mean of every channel of ``x`` ``(B, C, *spatial)`` over its voxels,
     ``((B, C), (B, C))`` in float32 whatever ``x``'s dtype, without autograd.
 
-    Two passes over the ``(B, voxels, C)`` view, the second on centred blocks of ``rows`` voxels.
-    On a CPU this runs about 3x faster than ``torch.var_mean`` over the spatial dims of a
-    channels-last tensor (a strided reduction) and, unlike ``F.batch_norm``'s single-pass
-    statistics (off by 2e-3 at a mean of 6 standard deviations), stays as exact as ``var_mean``
-    (``tests/networks/test_networks.py``)."""
+    One pass over the ``(B, voxels, C)`` view in blocks of ``rows`` voxels, on data shifted by the
+    first block's mean K: ``var = E[(x - K)^2] - E[x - K]^2``. With K near the mean there is no
+    cancellation (the shifted-data algorithm), so this stays as exact as ``torch.var_mean`` in
+    float32, unlike ``F.batch_norm``'s single-pass statistics (off by 2e-3 at a mean of 6
+    standard deviations), and on a CPU it runs about 4x faster than ``torch.var_mean`` over the
+    spatial dims of a channels-last tensor (a strided reduction) (``tests/networks/test_networks.py``)."""
     m = _voxel_rows(x)
     n = m.shape[1]
-    mean = m.sum(dim=1, dtype=torch.float32) / n
-    sq = torch.zeros_like(mean)
+    shift = m[:, :rows].float().mean(dim=1, keepdim=True)
+    total = torch.zeros_like(shift[:, 0])
+    squares = torch.zeros_like(total)
     for start in range(0, n, rows):
-        d = m[:, start : start + rows].float() - mean[:, None]
-        sq += torch.linalg.vecdot(d, d, dim=1)
-    return sq / n, mean
+        d = m[:, start : start + rows].float() - shift
+        total += d.sum(dim=1)
+        squares += torch.linalg.vecdot(d, d, dim=1)
+    mean_d = total / n
+    return (squares / n - mean_d * mean_d).clamp_min(0.0), shift[:, 0] + mean_d
 
 
 def channel_affine_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, rows: int = STAT_ROWS) -> torch.Tensor:
