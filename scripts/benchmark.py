@@ -55,7 +55,7 @@ import fire
 import numpy as np
 import torch
 import torch.nn.functional as F
-from duolift_bundle.errors import ConfigError, install_last_line_hook
+from duolift_bundle.errors import ConfigError, RunError, install_last_line_hook
 from duolift_bundle.geometry import Protocol
 from duolift_bundle.transforms.drr import DRRGeometry, DRRProjector, hu_to_mu
 
@@ -485,7 +485,7 @@ def shipped(repeats: int = 3) -> dict:
                     )
                     times.append(time.perf_counter() - t0)
                     if done.returncode:
-                        raise RuntimeError(done.stderr.decode()[-2000:])
+                        raise RunError(done.stderr.decode()[-2000:])
                 reconstruct = Reconstructor(root, spec.configs, {**settings, "device": "cpu"})
                 source = staged  # a case folder, as stage_case leaves a client's files
                 reconstruct(source, os.path.join(tmp, "warm"))  # the first request also builds the pipeline

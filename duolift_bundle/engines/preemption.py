@@ -8,8 +8,9 @@ validation, its learning-rate step and its regular checkpoint. The run then ends
 handlers of a finished run (no final ``model.pt``, no final checkpoint), and :meth:`Preemption.exit`
 (``train.yaml``'s ``finalize``) ends the process with the conventional code 128 + signal (143 for
 SIGTERM, 130 for SIGINT). The same command with ``--resume auto`` continues it, reproducing the
-uninterrupted run (:mod:`duolift_bundle.engines.resume`). A second signal acts as it did before
-(Ctrl-C: ``KeyboardInterrupt`` at once).
+uninterrupted run (:mod:`duolift_bundle.engines.resume`). A second Ctrl-C acts as it did before
+(``KeyboardInterrupt`` at once); a repeated SIGTERM is absorbed (torchrun's agent sends its
+workers two in a row; a scheduler that will not wait follows with SIGKILL).
 """
 
 from __future__ import annotations
@@ -102,15 +103,18 @@ class Preemption:
         self._previous = {}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
         if self.received is None:
             self.received = signum
             logger.warning(
-                "%s received: a full checkpoint follows at the next iteration boundary, then the run stops "
-                "(a second %s stops at once)",
-                signal.Signals(signum).name,
-                signal.Signals(signum).name,
+                "%s received: a full checkpoint follows at the next iteration boundary, then the run stops%s",
+                name,
+                " (a second Ctrl-C stops at once)" if signum == signal.SIGINT else "",
             )
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # the next one acts as before
+        if signum == signal.SIGINT:  # a person pressing Ctrl-C again means now
+            signal.signal(signum, self._previous.get(signum, signal.default_int_handler))
+        # a repeated SIGTERM is absorbed: torchrun's agent sends its workers two in a row, and a
+        # scheduler that will not wait sends SIGKILL anyway
 
     def _requested(self) -> int:
         """The signal number to act on (0: none), the same on every rank."""

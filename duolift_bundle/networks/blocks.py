@@ -117,7 +117,8 @@ class InstanceNorm3dCL(nn.InstanceNorm3d):
         weight, bias = self.weight, self.bias
         if x.dim() != 5 or weight is None or bias is None:
             raise ShapeError(f"InstanceNorm3dCL needs affine parameters and a 5D input, got shape {list(x.shape)}")
-        if torch.is_grad_enabled() or x.device.type != "cpu":
+        dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last_3d)  # views write through
+        if torch.is_grad_enabled() or x.device.type != "cpu" or not dense:
             var, mean = torch.var_mean(x.float(), dim=(2, 3, 4), keepdim=True, correction=0)
             scale = weight.view(1, -1, 1, 1, 1) * torch.rsqrt(var + self.eps)
             shift = bias.view(1, -1, 1, 1, 1) - mean * scale

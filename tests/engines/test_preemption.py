@@ -43,9 +43,11 @@ class _Cases(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def _train(folder: Path, max_epochs: int, resume: Path | None = None, send: tuple[int, int] | None = None):
-    """One run; ``send = (iteration, signal)`` makes the process signal itself after that iteration.
-    Returns the generator's weights, the trainer and the Preemption handler."""
+def _train(
+    folder: Path, max_epochs: int, resume: Path | None = None, send: tuple[int, int] | None = None, times: int = 1
+):
+    """One run; ``send = (iteration, signal)`` makes the process signal itself (``times`` times)
+    after that iteration. Returns the generator's weights, the trainer and the Preemption handler."""
     torch.manual_seed(0)
     net = DuoLiftGenerator(image_size=32, volume_size=32, width=1 / 16, encoder_blocks=(1, 1, 1, 1), dropout=0.25)
     dataset = _Cases()
@@ -58,7 +60,10 @@ def _train(folder: Path, max_epochs: int, resume: Path | None = None, send: tupl
     to_save = {"generator": net, "g_optimizer": opt, "trainer": trainer}
     if send is not None:
         iteration, signum = send
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda e: os.kill(os.getpid(), signum))
+        for _ in range(times):
+            trainer.add_event_handler(
+                Events.ITERATION_COMPLETED(once=iteration), lambda e: os.kill(os.getpid(), signum)
+            )
     if resume is not None:
         CheckpointLoader(str(resume), to_save).attach(trainer)
     preemption = Preemption(to_save, str(folder), accumulation_steps=WINDOW)
@@ -101,6 +106,16 @@ def test_a_signal_checkpoints_and_the_resumed_run_is_the_uninterrupted_one(
     assert trainer.state.iteration == 2 * EPOCH and preemption.exit() is None
     for name, tensor in uninterrupted.items():
         assert torch.equal(tensor, resumed[name]), f"{name} differs after the resume"
+
+
+def test_a_repeated_sigterm_is_absorbed(tmp_path):
+    """torchrun's agent sends its workers SIGTERM twice in a row: the second must not kill the run
+    before its checkpoint."""
+    _, trainer, preemption = _train(tmp_path, max_epochs=2, send=(4, signal.SIGTERM), times=2)
+    assert trainer.state.iteration == 4 and preemption.checkpoint and Path(preemption.checkpoint).is_file()
+    with pytest.raises(SystemExit) as stop:
+        preemption.exit()
+    assert stop.value.code == 143
 
 
 def test_a_signal_in_the_last_epoch_lets_the_run_finish(uninterrupted, tmp_path):

@@ -145,6 +145,21 @@ def test_instance_norm_cl_matches_pytorch_and_keeps_layout(grad, layout):
         InstanceNorm3dCL(4, affine=False)
 
 
+def test_instance_norm_cl_on_a_strided_view_leaves_its_base_alone():
+    """A view that is neither layout's dense tensor is normalised out of place: the result is
+    right and the tensor it views is not written."""
+    torch.manual_seed(5)
+    norm = InstanceNorm3dCL(3)
+    base = torch.randn(1, 3, 16, 16, 16)
+    kept = base.clone()
+    view = base[:, :, ::2]
+    with torch.no_grad():
+        y = norm(view)
+        expected = torch.nn.functional.instance_norm(view.contiguous(), weight=norm.weight, bias=norm.bias)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(base, kept)
+
+
 def test_instance_norm_cl_keeps_bfloat16_with_float32_statistics():
     """Under CPU autocast a convolution hands bfloat16 to the norm: the output stays bfloat16 (no
     conversion copies) and equals the float32 norm of the same values to bfloat16's precision."""
