@@ -170,7 +170,8 @@ class DuoLiftTrainer(Trainer):
         else:
             logger.warning(
                 "the data loader's sampler (%s) cannot skip the batches the resumed epoch trained on: the epoch "
-                "starts its data again (use duolift_bundle.engines.ResumableSampler for an exact resume)",
+                "trains on its first batches again instead of those it had not reached (use "
+                "duolift_bundle.engines.ResumableSampler for an exact resume)",
                 type(sampler).__name__,
             )
         self._resume_skip = 0
