@@ -36,7 +36,7 @@ __all__ = [
     "RESUME_MODES",
     "epoch_of",
     "interrupted_checkpoint_name",
-    "complete_checkpoints",
+    "newest_complete_checkpoint",
     "latest_checkpoint",
     "resume_checkpoint",
     "remove_superseded",
@@ -93,29 +93,28 @@ def _complete(path: str) -> bool:
         return False
 
 
-def complete_checkpoints(ckpt_dir: str) -> list[str]:
-    """The full checkpoints of ``ckpt_dir``, newest first, leaving out (with a warning) any file
-    that is not complete."""
-    complete = []
+def newest_complete_checkpoint(ckpt_dir: str) -> Optional[str]:
+    """The newest full checkpoint of ``ckpt_dir`` that is complete, or None; each newer file that
+    is not complete is passed over with a warning. Files older than the answer are not read (a
+    completeness check reads the whole file)."""
     for _, path in _checkpoints(ckpt_dir):
         if _complete(path):
-            complete.append(path)
-        else:
-            logger.warning("%s: an incomplete checkpoint (cut short while written?); not resumed from", path)
-    return complete
+            return path
+        logger.warning("%s: an incomplete checkpoint (cut short while written?); not resumed from", path)
+    return None
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
     """Path of the newest complete full checkpoint in ``ckpt_dir``; a clear error if none. A newest
     file that is not complete is passed over, with a warning, for the one before."""
-    complete = complete_checkpoints(ckpt_dir)
-    if not complete:
+    newest = newest_complete_checkpoint(ckpt_dir)
+    if newest is None:
         raise MissingFileError(
             f"--resume: no full checkpoint (checkpoint_epoch=NNNN.pt) in {os.path.abspath(ckpt_dir)}; "
             "start without --resume (or with --resume auto), or point --output_dir (or --resume_dir) at the run "
             "to continue"
         )
-    return complete[0]
+    return newest
 
 
 def resume_checkpoint(resume: bool | str, ckpt_dir: str) -> Optional[str]:
@@ -131,29 +130,31 @@ def resume_checkpoint(resume: bool | str, ckpt_dir: str) -> Optional[str]:
         return None
     if resume is True:
         return latest_checkpoint(ckpt_dir)
-    complete = complete_checkpoints(ckpt_dir)
-    if not complete:
+    newest = newest_complete_checkpoint(ckpt_dir)
+    if newest is None:
         logger.warning("--resume auto: no full checkpoint in %s yet; training starts fresh", os.path.abspath(ckpt_dir))
         return None
-    logger.info("--resume auto: continuing from %s", complete[0])
-    return complete[0]
+    logger.info("--resume auto: continuing from %s", newest)
+    return newest
 
 
 def remove_superseded(ckpt_dir: str) -> list[str]:
     """Delete the interrupted checkpoints that a newer checkpoint holds everything of: all but the
     newest interrupted one, and that one too once an epoch checkpoint is newer. (Ignite's
-    ``Checkpoint`` prunes its own epoch files; the interrupted ones are not on its list.)
-    Returns the removed paths."""
+    ``Checkpoint`` prunes its own epoch files; the interrupted ones are not on its list.) Called
+    after every epoch: with no interrupted file it reads nothing; otherwise it checks the
+    completeness of the newer files only until one is complete. Returns the removed paths."""
+    found = _checkpoints(ckpt_dir)
+    if all(math.isinf(iteration) for (_, iteration), _ in found):
+        return []
     removed = []
     newer_exists = False
-    for (_, iteration), path in _checkpoints(ckpt_dir):
-        if math.isinf(iteration):
-            newer_exists = newer_exists or _complete(path)
-            continue
-        if newer_exists:
+    for (_, iteration), path in found:
+        if not math.isinf(iteration) and newer_exists:
             os.remove(path)
             removed.append(path)
-        newer_exists = newer_exists or _complete(path)
+        elif not newer_exists:
+            newer_exists = _complete(path)
     return removed
 
 
